@@ -1,0 +1,1 @@
+"""PeerLab TUI package."""
