@@ -234,6 +234,8 @@ class RouteServerPeer(WireModel):
     overlay_address: str  # the route server's address inside the overlay
     bgp_neighbor: str  # the address the user's BGP speaker connects to
     asn: int
+    # The user's own address (CIDR) on this route server's overlay link; one of TunnelInfo.addresses.
+    local_address: str | None = None
 
 
 class TunnelInfo(WireModel):
