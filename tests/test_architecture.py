@@ -14,8 +14,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _core_modules() -> list[str]:
+    # __main__ modules are scripts (running them is not importing the library), so they are left out.
     return sorted(
-        m.name for m in pkgutil.walk_packages(peerlab_tui.core.__path__, prefix="peerlab_tui.core.")
+        m.name
+        for m in pkgutil.walk_packages(peerlab_tui.core.__path__, prefix="peerlab_tui.core.")
+        if not m.name.endswith(".__main__")
     )
 
 
@@ -23,12 +26,14 @@ def _import_and_list(modules: list[str]) -> set[str]:
     code = (
         "import importlib, json, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
+        "print('MODULES=' + json.dumps(sorted(sys.modules)))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
-    )
-    return set(json.loads(out.stdout))
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("MODULES=")]
+    # The core never prints: anything else on stdout is a defect too.
+    assert len(lines) == 1 and len(out.stdout.splitlines()) == 1, out.stdout[:2000]
+    return set(json.loads(lines[0].removeprefix("MODULES=")))
 
 
 def test_core_never_imports_textual() -> None:
