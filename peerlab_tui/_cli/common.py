@@ -6,7 +6,6 @@ Results go to stdout; diagnostics go to stderr. Every :class:`PeerlabError` beco
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
@@ -15,7 +14,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import click
-from pydantic import BaseModel
 
 from peerlab_tui.core.errors import ExitCode, PeerlabError
 
@@ -27,8 +25,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Write the re
 
 def to_jsonable(value: Any) -> Any:
     """Turn pydantic models (and containers of them) into plain JSON-ready data."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+    # Duck-typed so that verbs which never touch pydantic (sflow) do not pay for importing it.
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump) and not isinstance(value, type):
+        return model_dump(mode="json")
     if isinstance(value, dict):
         return {k: to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -70,6 +70,7 @@ def handle_errors(func: Callable[P, T]) -> Callable[P, T]:
 
 def run_async(coro: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
     """Run a coroutine to completion from synchronous click code."""
+    import asyncio  # lazily: most synchronous verbs never need the event loop machinery
 
     async def _wrap() -> T:
         return await coro

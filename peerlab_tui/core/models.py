@@ -276,7 +276,8 @@ class RouteVerdict(WireModel):
     large_communities: list[str] = Field(default_factory=list)  # "A:B:C"
     med: int | None = None
     state: RouteState
-    reason: str | None = None
+    reason: str | None = None  # human explanation of a filtered route
+    rule: str | None = None  # machine-readable name of the policy rule that filtered it
 
 
 class RouteList(WireModel):

@@ -61,23 +61,68 @@ Tables: ``STRUCTURES`` maps ``(kind, enterprise, format)`` (kind ``sample``/``fl
 
 from __future__ import annotations
 
-from peerlab_tui.core.sflow.decoder import count_by_type, decode_datagram
-from peerlab_tui.core.sflow.encoder import (
-    counter_record,
-    counter_sample,
-    datagram,
-    discard_sample,
-    encode_datagram,
-    encode_record,
-    encode_sample,
-    flow_record,
-    flow_sample,
-    sampled_header,
-)
-from peerlab_tui.core.sflow.headers import decode_header
-from peerlab_tui.core.sflow.jsonout import datagram_to_json, record_to_json, sample_to_json
-from peerlab_tui.core.sflow.model import Datagram, DecodeIssue, Interface, Record, Sample
-from peerlab_tui.core.sflow.structures import DROP_REASONS, HEADER_PROTOCOLS, STRUCTURES, Structure
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Exports load lazily (PEP 562): `peerlab-tui sflow decode --count` imports only the vectorised counter and
+# must not pay for the field tables, the decoder and the encoder (~60-80 ms of a sub-second process).
+_EXPORTS: dict[str, str] = {
+    "count_by_type": "decoder",
+    "decode_datagram": "decoder",
+    "counter_record": "encoder",
+    "counter_sample": "encoder",
+    "datagram": "encoder",
+    "discard_sample": "encoder",
+    "encode_datagram": "encoder",
+    "encode_record": "encoder",
+    "encode_sample": "encoder",
+    "flow_record": "encoder",
+    "flow_sample": "encoder",
+    "sampled_header": "encoder",
+    "decode_header": "headers",
+    "datagram_to_json": "jsonout",
+    "record_to_json": "jsonout",
+    "sample_to_json": "jsonout",
+    "Datagram": "model",
+    "DecodeIssue": "model",
+    "Interface": "model",
+    "Record": "model",
+    "Sample": "model",
+    "DROP_REASONS": "structures",
+    "HEADER_PROTOCOLS": "structures",
+    "STRUCTURES": "structures",
+    "Structure": "structures",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import an exported name's module on first access."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from peerlab_tui.core.sflow.decoder import count_by_type, decode_datagram
+    from peerlab_tui.core.sflow.encoder import (
+        counter_record,
+        counter_sample,
+        datagram,
+        discard_sample,
+        encode_datagram,
+        encode_record,
+        encode_sample,
+        flow_record,
+        flow_sample,
+        sampled_header,
+    )
+    from peerlab_tui.core.sflow.headers import decode_header
+    from peerlab_tui.core.sflow.jsonout import datagram_to_json, record_to_json, sample_to_json
+    from peerlab_tui.core.sflow.model import Datagram, DecodeIssue, Interface, Record, Sample
+    from peerlab_tui.core.sflow.structures import DROP_REASONS, HEADER_PROTOCOLS, STRUCTURES, Structure
 
 __all__ = [
     "DROP_REASONS",
