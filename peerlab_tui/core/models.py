@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -266,18 +266,48 @@ class TunnelPeerList(WireModel):
 RouteState = Literal["accepted", "filtered"]
 
 
-class RouteVerdict(WireModel):
-    """A route as one route server sees it, with its verdict (``GET /api/user/routes``)."""
+U32_MAX = 2**32 - 1
 
-    rs: str
-    prefix: str
-    as_path: list[int]
-    communities: list[str] = Field(default_factory=list)  # "A:B"
-    large_communities: list[str] = Field(default_factory=list)  # "A:B:C"
-    med: int | None = None
+
+def _check_community(value: str, parts: int, part_max: int) -> str:
+    items = value.split(":")
+    if len(items) != parts or not all(i.isdigit() and int(i) <= part_max for i in items):
+        shape = ":".join("ABC"[:parts])
+        raise ValueError(f"{value[:40]!r} is not a community of the form {shape} (each part 0-{part_max})")
+    return value
+
+
+class RouteVerdict(WireModel):
+    """A route as one route server sees it, with its verdict (``GET /api/user/routes``).
+
+    Bounded on every field: a route report comes from a route server over the network, and a bad one must
+    get a clear 400, never a 500 or an oversized row.
+    """
+
+    rs: str = Field(min_length=1, max_length=64)
+    prefix: str = Field(max_length=64)
+    as_path: list[Annotated[int, Field(ge=0, le=U32_MAX)]] = Field(max_length=255)
+    communities: list[str] = Field(default_factory=list, max_length=1024)  # "A:B"
+    large_communities: list[str] = Field(default_factory=list, max_length=1024)  # "A:B:C"
+    med: int | None = Field(default=None, ge=0, le=U32_MAX)
     state: RouteState
-    reason: str | None = None  # human explanation of a filtered route
-    rule: str | None = None  # machine-readable name of the policy rule that filtered it
+    reason: str | None = Field(default=None, max_length=1000)  # human explanation of a filtered route
+    rule: str | None = Field(default=None, max_length=64)  # machine-readable name of the filtering rule
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, v: str) -> str:
+        return normalize_ipv6_prefix(v)
+
+    @field_validator("communities")
+    @classmethod
+    def _check_communities(cls, v: list[str]) -> list[str]:
+        return [_check_community(c, 2, 0xFFFF) for c in v]
+
+    @field_validator("large_communities")
+    @classmethod
+    def _check_large_communities(cls, v: list[str]) -> list[str]:
+        return [_check_community(c, 3, U32_MAX) for c in v]
 
 
 class RouteList(WireModel):
@@ -289,10 +319,10 @@ class RouteList(WireModel):
 class ReportedRoute(RouteVerdict):
     """A route in a route server's report, tagged with the session's owner."""
 
-    user_hash: str
+    user_hash: str = Field(min_length=1, max_length=64)
 
 
 class RouteReport(WireModel):
     """``POST /service/rs/{name}/routes``: the complete set of routes one route server received."""
 
-    routes: list[ReportedRoute]
+    routes: list[ReportedRoute] = Field(max_length=1_000_000)

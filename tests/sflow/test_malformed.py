@@ -310,3 +310,21 @@ def test_structure_doc_module_runs() -> None:
     assert out.stderr == "" and len(re.findall(r"\n## (sample|flow|counter) ", out.stdout)) == 128
     assert "### as_path_segment" in out.stdout
     assert "| dst_as_path | struct as_path_segment<> (u32 count + elements) | dst_as_path |" in out.stdout
+
+
+def test_bad_record_nested_two_aggregation_levels_deep_is_reported() -> None:
+    """A truncated extended_switch inside 0:1016 inside 0:1016 reaches the datagram's issues."""
+    rnd = random.Random(7)
+    short_switch = Record("flow", 0, 1001, raw=b"\0" * 4)  # needs 16 bytes
+    inner_agg = random_record(("flow", 0, 1016), rnd)
+    inner_agg.fields["pdus"] = [{"flow_records": [short_switch]}]
+    outer_agg = random_record(("flow", 0, 1016), rnd)
+    outer_agg.fields["pdus"] = [{"flow_records": [inner_agg]}]
+    dgram = decode_datagram(encode_datagram(datagram([flow_sample([outer_agg])])))
+    assert len(dgram.issues) == 1, dgram.issues
+    deep = dgram.samples[0].records[0].fields["pdus"][0]["flow_records"][0].fields["pdus"][0]
+    bad = deep["flow_records"][0]
+    assert bad.name == "extended_switch" and bad.issue is not None
+    # Every level is a plain list once decoded (no decoder internals leak out).
+    assert type(deep["flow_records"]) is list
+    assert type(dgram.samples[0].records[0].fields["pdus"][0]["flow_records"]) is list

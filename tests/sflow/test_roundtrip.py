@@ -111,3 +111,13 @@ def test_markdown_documents_every_tag() -> None:
         structure = STRUCTURES[key]
         assert f"## {key[0]} {key[1]}:{key[2]} {structure.name}" in text
     assert "| if_in_ucast_pkts | u32 | ifInUcastPkts |" in text
+
+
+def test_specification_names_become_readable_snake_case() -> None:
+    """Plural acronyms stay one word in the JSON names (ipFragOKs is ip_frag_oks, not ip_frag_o_ks)."""
+    from peerlab_tui.core.sflow import STRUCTURES
+
+    host_ip = {f.name for f in STRUCTURES[("counter", 0, 2007)].fields}
+    assert {"ip_frag_oks", "ip_reasm_oks"} <= host_ip
+    lag = {f.name for f in STRUCTURES[("counter", 0, 7)].fields}
+    assert {"dot3ad_agg_port_stats_lacpdus_rx", "dot3ad_agg_port_stats_marker_pdus_tx"} <= lag

@@ -185,12 +185,21 @@ def _collect(sample: Sample, issues: list[DecodeIssue]) -> None:
         _collect(sample.inner, issues)
         if sample.inner.issue:
             issues.append(DecodeIssue(sample.inner.offset, f"inner sample: {sample.inner.issue}"))
-    for rec in sample.records:
-        for pdu in rec.fields.get("pdus", ()) if rec.format == 1016 and rec.enterprise == 0 else ():
+    _collect_aggregated(sample.records, issues)
+
+
+def _collect_aggregated(records: list[Record], issues: list[DecodeIssue]) -> None:
+    """Do the same for 802.11 aggregation records (0:1016), whose pdus nest record lists at any depth."""
+    for rec in records:
+        if rec.format != 1016 or rec.enterprise != 0 or rec.kind != "flow":
+            continue
+        for pdu in rec.fields.get("pdus", ()):
             inner = pdu.get("flow_records")
             if isinstance(inner, _Records):
                 issues.extend(inner.problems)
-                pdu["flow_records"] = list(inner)
+                inner = pdu["flow_records"] = list(inner)
+            if isinstance(inner, list):
+                _collect_aggregated(inner, issues)
 
 
 def _nested_guard(off: int) -> int:

@@ -44,8 +44,12 @@ class EncodeError(InputError):
 
 
 def snake(name: str) -> str:
-    """snake_case of a specification name (``ifInUcastPkts`` -> ``if_in_ucast_pkts``, ``uS`` -> ``us``)."""
-    s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    """snake_case of a specification name (``ifInUcastPkts`` -> ``if_in_ucast_pkts``).
+
+    A plural acronym stays one word: ``ipFragOKs`` -> ``ip_frag_oks``, ``MarkerPDUsRx`` -> ``marker_pdus_rx``.
+    """
+    s = re.sub(r"([A-Z]{2,})s(?=[A-Z0-9_]|$)", lambda m: m.group(1).capitalize() + "s", name)
+    s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s)
     s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", s)
     return s.lower()
 
