@@ -1,17 +1,28 @@
-"""Announce latency of the embedded speaker against a real BIRD route server (needs root, bird, birdc).
+"""Announce latency, end to end on the embedded lab and speaker -> BIRD alone (needs root, bird, birdc).
 
-Builds two namespaces joined by a veth, BIRD in one, the Speaker (ExaBGP) in the other, and prints:
-start to established, the ack latency of ``announce()``, announce/withdraw until BIRD shows the change, and
-the time from killing ExaBGP to BIRD having the announcement back. Run: ``.venv/bin/python
-benchmarks/announce_latency.py [--rounds N]``.
+Section 1, the embedded lab (the goal: < 0.5 s median, < 1 s p95): ``lab up`` with its own prefix (first and
+second run timed), a user in its own namespace, a lease, the tunnel and the BGP daemon (a real process, as
+``bgp up`` starts it), then N announcements of the lease, each a real change (a new MED), timed from the
+``announce`` request to "accepted at every route server" as the looking glass (``GET /api/user/routes``, what
+``peerlab-tui routes`` shows) reports it, with where the time goes: the speaker's ack, BGP until both BIRDs
+hold the new route, and the rest (the rs-agent's detection and report, plus the gateway).
+
+Section 2, speaker -> BIRD alone: two namespaces joined by a veth, BIRD in one, the Speaker (ExaBGP) in the
+other: start to established, the ack latency of ``announce()``, announce/withdraw until BIRD shows the
+change, and the time from killing ExaBGP to BIRD having the announcement back.
+
+Run: ``.venv/bin/python benchmarks/announce_latency.py [--announcements 50] [--rounds 30]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
+import math
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -69,6 +80,7 @@ def fmt(values: list[float]) -> str:
 
 
 async def bench(rounds: int) -> None:
+    """Section 2: the speaker against one BIRD, no lab."""
     tag = secrets.token_hex(3)
     rs_ns, sp_ns = f"bnr{tag}", f"bns{tag}"
     work = Path(tempfile.mkdtemp(prefix="plbench"))
@@ -147,12 +159,164 @@ async def bench(rounds: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def p95(values: list[float]) -> float:
+    """The 95th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(len(ordered) * 0.95) - 1))]
+
+
+def row(label: str, values: list[float]) -> str:
+    """One table row: median, p95 and max in ms."""
+    ms = [v * 1000 for v in values]
+    return (f"  {label:<44} median {statistics.median(ms):7.1f} ms   p95 {p95(ms):7.1f} ms   "
+            f"max {max(ms):7.1f} ms")
+
+
+def bench_lab(announcements: int) -> None:
+    """Section 1: announce -> accepted at every route server in the looking glass, on the embedded lab."""
+    from lab.bird import BirdControl, BirdError
+    from lab.topology.builder import Lab
+    from lab.topology.models import load_topology
+    from peerlab_tui._cli.bgp import build_spec, start_daemon
+    from peerlab_tui._cli.common import run_async
+    from peerlab_tui.core.bgp.daemon import ControlClient, write_spec
+    from peerlab_tui.core.gateway import GatewayClient
+    from peerlab_tui.core.tunnel import TunnelManager
+
+    prefix = f"b{secrets.token_hex(3)}"
+    work = Path(tempfile.mkdtemp(prefix="pl-bench-"))
+    lab = Lab(load_topology(None, prefix=prefix), work / "lab")
+    user_state = work / "user"
+    netns_name: str | None = None
+    daemon_up = False
+    try:
+        t = time.perf_counter()
+        summary = lab.up()
+        first_up = time.perf_counter() - t
+        t = time.perf_counter()
+        lab.up()
+        second_up = time.perf_counter() - t
+        print(f"lab up (embedded lab, prefix {prefix}): first {first_up:.2f} s, second (idempotent) "
+              f"{second_up:.2f} s")
+        url = summary["gateway"]
+        user = lab.add_user("bench", with_netns=True)
+        token, netns_name = user["token"], user["netns"]
+        rs_names = [rs.name for rs in lab.topo.route_servers]
+
+        async def setup() -> tuple[int, str]:
+            async with GatewayClient(url, token) as gw:
+                asn = await gw.ensure_asn()
+                lease = (await gw.request_prefix(2)).prefix
+                manager = TunnelManager(gw, user_state, netns_name)
+                await manager.up()
+                await manager.wait_reachable(timeout=30)
+                write_spec(user_state, await build_spec(gw, user_state, netns=netns_name, tunnel=True,
+                                                        gateway_url=url, hold_time=90, safety={}))
+                return asn, lease
+
+        asn, lease = run_async(setup())
+        start_daemon(user_state, {"PEERLAB_GATEWAY_URL": url, "PEERLAB_TOKEN": token})
+        daemon_up = True
+        control = ControlClient.for_state_dir(user_state)
+        deadline = time.monotonic() + 60
+        while True:
+            status = run_async(control.request("status"))
+            if all(s["state"] == "established" for s in status["sessions"]):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("sessions not established")
+            time.sleep(0.1)
+        birds = {rs: BirdControl(lab.rs_socket(rs), timeout=10) for rs in rs_names}
+
+        def bird_has(rs: str, med: int) -> bool:
+            try:
+                routes = birds[rs].show_route(prefix=lease, table="master6")
+            except BirdError:
+                return False
+            return any(r.med == med and r.as_path == [asn] for r in routes)
+
+        async def measure() -> dict[str, list[float]]:
+            out: dict[str, list[float]] = {"total": [], "ack": [], "bgp": [], "agent": [], "get": []}
+            async with GatewayClient(url, token) as gw:
+                for i in range(announcements):
+                    med = 1000 + i
+                    # A random pause: otherwise each announcement follows the agents' last post in lock step
+                    # and always waits a full watch interval (users do not announce in phase with the agent).
+                    await asyncio.sleep(random.uniform(0.0, 0.3))
+                    t0 = time.perf_counter()
+                    await control.request("announce", announcement={"prefix": lease, "med": med})
+                    ack = time.perf_counter() - t0
+                    in_bird: float | None = None
+                    while True:
+                        if in_bird is None and all(bird_has(rs, med) for rs in rs_names):
+                            in_bird = time.perf_counter() - t0
+                        g0 = time.perf_counter()
+                        verdicts = (await gw.routes()).routes
+                        out["get"].append(time.perf_counter() - g0)
+                        ok = {v.rs for v in verdicts if v.prefix == lease and v.state == "accepted"
+                              and v.med == med}
+                        if ok >= set(rs_names):
+                            total = time.perf_counter() - t0
+                            break
+                        if time.perf_counter() - t0 > 30:
+                            raise TimeoutError(f"announcement {i} not accepted after 30 s")
+                        await asyncio.sleep(0.005)
+                    in_bird = in_bird if in_bird is not None else total
+                    out["total"].append(total)
+                    out["ack"].append(ack)
+                    out["bgp"].append(max(0.0, in_bird - ack))
+                    out["agent"].append(max(0.0, total - in_bird))
+            return out
+
+        res = run_async(measure())
+        n = len(res["total"])
+        print(f"announce -> accepted at {' and '.join(rs_names)} in `routes` (looking glass), n={n} "
+              "(each a new MED):")
+        print(row("TOTAL announce -> routes shows accepted", res["total"]))
+        print(row("  speaker: control request + ExaBGP ack", res["ack"]))
+        print(row("  BGP: ack -> both BIRDs hold the new route", res["bgp"]))
+        print(row("  agent detection + report + gateway", res["agent"]))
+        print(row("  (gateway GET /api/user/routes, per request)", res["get"]))
+        goal = statistics.median(res["total"]) < 0.5 and p95(res["total"]) < 1.0
+        print(f"  goal (< 500 ms median, < 1000 ms p95): {'MET' if goal else 'NOT MET'}")
+        t0 = time.perf_counter()
+        run_async(control.request("withdraw", prefix=lease))
+
+        async def gone() -> float:
+            async with GatewayClient(url, token) as gw:
+                while any(v.prefix == lease for v in (await gw.routes()).routes):  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+            return time.perf_counter() - t0
+
+        print(f"  withdraw -> gone from `routes`                 {run_async(gone()) * 1000:7.1f} ms")
+        for ctl in birds.values():
+            ctl.close()
+    finally:
+        if daemon_up:
+            with contextlib.suppress(Exception):
+                run_async(ControlClient.for_state_dir(user_state).request("down"))
+                deadline = time.monotonic() + 30
+                while (user_state / "bgp" / "control.sock").exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        with contextlib.suppress(Exception):
+            run_async(TunnelManager(None, user_state, netns_name).down(keep_registration=True))
+        lab.down()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
-    """Parse arguments and run the benchmark."""
+    """Parse arguments and run both sections."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--announcements", type=int, default=50, help="Announcements on the embedded lab.")
+    parser.add_argument("--rounds", type=int, default=30, help="Rounds of the speaker -> BIRD section.")
+    parser.add_argument("--skip-speaker", action="store_true", help="Only the embedded-lab section.")
     args = parser.parse_args()
-    asyncio.run(bench(args.rounds))
+    print("== 1. embedded lab: announce -> accepted at every route server (looking glass) ==")
+    bench_lab(args.announcements)
+    if not args.skip_speaker:
+        print()
+        print("== 2. speaker -> BIRD alone (two namespaces, no lab) ==")
+        asyncio.run(bench(args.rounds))
 
 
 if __name__ == "__main__":

@@ -399,6 +399,33 @@ class BirdControl:
                 out.append(ProtocolStatus(*(g.strip() for g in m.groups())))
         return out
 
+    def protocol_fingerprints(self, pattern: str) -> dict[str, str]:
+        """A cheap change detector: per protocol matching ``pattern`` (BIRD's ``"u*"`` syntax), its summary
+        row plus its route counters (``Routes:``, ``Import updates/withdraws``) from ``show protocols all``.
+
+        Every UPDATE a session receives bumps its import counters and every re-establishment changes its
+        summary row, so an unchanged fingerprint means the session's received routes did not change.
+        """
+        try:
+            lines = list(self.iter_data(f'show protocols all "{pattern}"'))
+        except BirdError as exc:
+            if exc.code == 8003:  # "No protocols match"
+                return {}
+            raise
+        out: dict[str, list[str]] = {}
+        current: list[str] | None = None
+        for line in lines:
+            if line.code == 1002:
+                name = line.text.split(None, 1)[0] if line.text.strip() else ""
+                current = out.setdefault(name, [])
+                current.append(line.text.rstrip())
+            elif current is not None and line.code == 1006:
+                for text in line.text.splitlines():
+                    stripped = text.strip()
+                    if stripped.startswith(("Routes:", "Import updates:", "Import withdraws:", "BGP state:")):
+                        current.append(stripped)
+        return {name: "\n".join(parts) for name, parts in out.items()}
+
     def configure(self, *, check_only: bool = False, path: Path | str | None = None, timeout: float = 120.0
                   ) -> str:
         """``configure [check] ["file"]``: reload (or only check) the configuration.

@@ -8,6 +8,12 @@ of the sessions whose leases changed (``reload in``). A configuration BIRD refus
 ``bird.conf.rejected`` and the running one stays. Then (and every ``report_interval`` seconds, only when
 something changed) it reads every received route from each session's import table, explains it with the
 Python policy and posts the full set to the gateway.
+
+:meth:`Agent.run` adds two cheap loops beside the gateway poll: a route watch (every ``watch_interval``,
+default 0.2 s, one ``show protocols all "u*"`` whose counters move with every UPDATE; routes are re-read and
+posted only when they moved), so a verdict reaches the looking glass a fraction of a second after BIRD
+decided it; and a WireGuard reconcile (every ``wg_reconcile_interval``) against the device's ACTUAL peers,
+so a restarted wireguard-go gets its peers back without restarting the agent.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any, Protocol
 
 from lab.bird import BirdConfigError, BirdControl, BirdError, validate_config
 from lab.rsagent.policy import RouteFacts, evaluate
-from lab.rsagent.render import CHANNEL, Plan, build_plan, render_plan
+from lab.rsagent.render import CHANNEL, USER_PREFIX, Plan, build_plan, render_plan
 from lab.rsagent.settings import RouteServerSettings
 from peerlab_tui.core.errors import PeerlabError
 from peerlab_tui.core.models import Mapping, MappingList, ReportedRoute, TunnelPeer, TunnelPeerList
@@ -38,6 +44,7 @@ CONFIG_FILE = "bird.conf"
 REJECTED_FILE = "bird.conf.rejected"
 STATUS_FILE = "status.json"
 RELOAD_ALL_THRESHOLD = 20  # more changed sessions than this: one "reload in all"
+SETTLE_SECONDS = 3.0  # after an apply BIRD re-evaluates routes in the background: watch without the gate
 
 
 class PeerSync(Protocol):
@@ -113,7 +120,8 @@ class Agent:
 
     def __init__(self, settings: RouteServerSettings, source: GatewaySource, control: BirdControl,
                  config_dir: Path | str, *, peer_sync: PeerSync | None = None, interval: float = 1.0,
-                 report_interval: float = 3.0, bird_binary: str = "bird") -> None:
+                 report_interval: float = 3.0, bird_binary: str = "bird", watch_interval: float = 0.2,
+                 wg_reconcile_interval: float = 2.0) -> None:
         self.settings = settings
         self.source = source
         self.control = control
@@ -133,6 +141,12 @@ class Agent:
         self._next_report = 0.0
         self._wg_applied: tuple[tuple[str, tuple[str, ...]], ...] | None = None
         self._mismatches: set[tuple[str, str, str]] = set()
+        self.watch_interval = watch_interval
+        self.wg_reconcile_interval = wg_reconcile_interval
+        self._fingerprints: dict[str, str] | None = None
+        self._settle_until = 0.0
+        self._report_lock = asyncio.Lock()
+        self._next_reconcile = 0.0
 
     @property
     def config_path(self) -> Path:
@@ -197,7 +211,11 @@ class Agent:
             os.replace(candidate, self.config_path)
             result.config_written = True
         elif self.applied_text == text:
-            self.last_error = None  # back to what BIRD already runs: nothing to do
+            # BIRD already runs this configuration; the WireGuard peers may still differ (a key rotation
+            # changes no BIRD text).
+            self.last_error = None
+            self.applied_plan = plan
+            self._sync_wireguard(plan)
             return result
         t0 = time.perf_counter()
         try:
@@ -216,6 +234,7 @@ class Agent:
         result.reloaded = self._reload_changed(self.applied_plan, plan)
         result.timings["reload"] = time.perf_counter() - t0
         self.applied_plan, self.applied_text = plan, text
+        self._settle_until = time.monotonic() + SETTLE_SECONDS
         self._sync_wireguard(plan)
         self.write_status()
         return result
@@ -277,6 +296,23 @@ class Agent:
         except (PeerlabError, OSError) as exc:
             log.error("WireGuard peer sync failed: %s", exc)
 
+    def reconcile_wireguard(self) -> bool:
+        """Re-check the device's ACTUAL peers against the applied plan and repair any difference.
+
+        A wireguard-go restarted under the agent (a crash, ``lab up`` repairing it) comes back without peers;
+        this puts them back. Cheap: one UAPI ``get`` when nothing differs. True when it ran without error.
+        """
+        plan = self.applied_plan
+        if plan is None:
+            return False
+        try:
+            self.peer_sync.sync([(key, list(ips)) for key, ips in plan.wireguard_peers])
+        except (PeerlabError, OSError) as exc:
+            log.warning("WireGuard reconcile failed (retried): %s", exc)
+            return False
+        self._wg_applied = plan.wireguard_peers
+        return True
+
     # --- report -------------------------------------------------------------------------------------------
 
     def collect_routes(self) -> list[ReportedRoute]:
@@ -330,13 +366,30 @@ class Agent:
 
     async def report(self, *, force: bool = False) -> bool:
         """Post the full route set when it changed since the last successful post (or when forced)."""
-        routes = self.collect_routes()
-        if not force and routes == self.last_report:
+        async with self._report_lock:  # the watch and the step never post out of order
+            routes = self.collect_routes()
+            if not force and routes == self.last_report:
+                return False
+            await self.source.report_routes(self.settings.name, routes)
+            self.last_report = routes
+            log.info("reported %d routes", len(routes))
+            return True
+
+    async def watch(self) -> bool:
+        """One tick of the route watch: re-read and post the routes only when BIRD's counters moved.
+
+        Right after an apply (BIRD re-runs import filters in the background) every tick re-reads. True when
+        a report was posted.
+        """
+        if self.applied_plan is None:
             return False
-        await self.source.report_routes(self.settings.name, routes)
-        self.last_report = routes
-        log.info("reported %d routes", len(routes))
-        return True
+        fingerprints = self.control.protocol_fingerprints(f"{USER_PREFIX}*")
+        settling = time.monotonic() < self._settle_until
+        if fingerprints == self._fingerprints and not settling:
+            return False
+        posted = await self.report()
+        self._fingerprints = fingerprints  # only once the routes behind them were posted
+        return posted
 
     # --- loop ---------------------------------------------------------------------------------------------
 
@@ -366,20 +419,42 @@ class Agent:
         return result
 
     async def run(self, *, once: bool = False, stop: asyncio.Event | None = None) -> StepResult:
-        """Step every ``interval`` seconds until ``stop`` is set (or once)."""
-        while True:
-            started = time.monotonic()
-            result = await self.step()
-            if once or (stop is not None and stop.is_set()):
-                return result
-            delay = max(0.0, self.interval - (time.monotonic() - started))
-            if stop is None:
-                await asyncio.sleep(delay)
-            else:
+        """Step every ``interval`` seconds until ``stop`` is set (or once); meanwhile watch the routes every
+        ``watch_interval`` and reconcile WireGuard every ``wg_reconcile_interval``."""
+        if once:
+            return await self.step()
+        stop = stop or asyncio.Event()
+        watcher = asyncio.create_task(self._watch_loop(stop), name="rsagent-watch")
+        try:
+            while True:
+                started = time.monotonic()
+                result = await self.step()
+                if stop.is_set():
+                    return result
+                delay = max(0.0, self.interval - (time.monotonic() - started))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 if stop.is_set():
                     return result
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self.watch()
+            except (PeerlabError, OSError) as exc:
+                log.debug("route watch: %s", exc)
+            if started >= self._next_reconcile and self.applied_plan is not None:
+                self._next_reconcile = started + self.wg_reconcile_interval
+                await asyncio.to_thread(self.reconcile_wireguard)
+            # Scale back when the watch itself gets expensive (thousands of sessions): at most ~20% busy.
+            spent = time.monotonic() - started
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(self.watch_interval, 4 * spent))
 
 
 def describe(plan: Plan | None) -> dict[str, Sequence[str] | int]:

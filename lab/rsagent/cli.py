@@ -48,6 +48,11 @@ async def _run(agent: Agent, client: object, once: bool) -> StepResult:
               help="Seconds between gateway polls.")
 @click.option("--report-interval", default=3.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds between route reports (posted only when something changed).")
+@click.option("--watch-interval", default=0.2, show_default=True, type=click.FloatRange(min=0.02),
+              help="Seconds between two cheap checks of BIRD's session counters (routes re-read and posted "
+                   "only when they moved).")
+@click.option("--wg-reconcile-interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between two checks of the WireGuard device's actual peers.")
 @click.option("--once", is_flag=True, help="Poll, apply and report once, then exit.")
 @click.option("--bird-binary", default="bird", show_default=True, help="BIRD binary used for validation.")
 @click.option("--netns", default=None,
@@ -55,7 +60,8 @@ async def _run(agent: Agent, client: object, once: bool) -> StepResult:
 @json_option
 @handle_errors
 def rs_agent(rs_name: str, gateway_url: str, token: str, bird_socket: Path, config_dir: Path,
-             interval: float, report_interval: float, once: bool, bird_binary: str, netns: str | None,
+             interval: float, report_interval: float, watch_interval: float, wg_reconcile_interval: float,
+             once: bool, bird_binary: str, netns: str | None,
              as_json: bool) -> None:
     """Keep one route server's BIRD policy equal to the gateway's leases and report route verdicts."""
     settings = load_settings(config_dir)
@@ -73,6 +79,7 @@ def rs_agent(rs_name: str, gateway_url: str, token: str, bird_socket: Path, conf
     client = ServiceClient(gateway_url, token)
     agent = Agent(settings, ServiceClientSource(client), BirdControl(bird_socket), config_dir,
                   peer_sync=peer_sync, interval=interval, report_interval=report_interval,
+                  watch_interval=watch_interval, wg_reconcile_interval=wg_reconcile_interval,
                   bird_binary=bird_binary)
     result = asyncio.run(_run(agent, client, once))
     if once:

@@ -29,6 +29,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -159,7 +161,6 @@ class Lab:
         self.admin_token_file = self.dir / "admin.token"
         self.service_token_file = self.dir / "service.token"
         self.upstream_dir = self.dir / "upstream"
-        self._fresh_devices: set[str] = set()  # route servers whose WireGuard device this run created
 
     # --- paths ------------------------------------------------------------------------------------------
     def rs_dir(self, rs: str) -> Path:
@@ -290,9 +291,6 @@ class Lab:
         finally:
             if gateway_thread is not None:
                 gateway_thread.join(timeout=START_TIMEOUT + 60)
-            if init is not None and init.poll() is None:
-                init.kill()
-                init.wait()
             if previous is None:
                 os.environ.pop(procs.MARKER, None)
             else:
@@ -378,9 +376,9 @@ class Lab:
                     # A stale UAPI socket of a dead daemon would make create() refuse.
                     Path(dev.uapi.path).unlink(missing_ok=True)
                 log_path = self.logs / f"{key}.log"
+                # A new device has no peers: the running agent notices at its next WireGuard reconcile
+                # (it compares against the device's actual peers) and puts them back.
                 dev = WireGuardGo.create(ifname, netns_name, log_path=log_path)
-                # A new device has no peers: its agent starts afresh so it syncs them all again.
-                self._fresh_devices.add(rs.name)
                 if dev.pid is None:
                     raise ExternalProgramError(f"wireguard-go for {ifname} has no PID")
                 argv = procs.cmdline(dev.pid) or []
@@ -501,15 +499,24 @@ class Lab:
                 ctl.command(f"restart rs_{rs.name}")
 
     # --- gateway ------------------------------------------------------------------------------------------
-    def _start_gateway_init(self) -> subprocess.Popen[str] | None:
-        """Start ``gateway init`` in the background (the network is built meanwhile); None if done before."""
+    def _start_gateway_init(self) -> Future[str] | None:
+        """Initialise the gateway's database in a background thread (what ``gateway init`` does, without
+        the cost of another interpreter) while the network is built; None if done before. The future's
+        result is the new admin token."""
         if self.admin_token_file.exists() and self.db_path.exists():
             return None
         # A database whose admin token was lost (a crash in between) gets a new token.
-        rotate = ["--rotate-admin-token"] if self.db_path.exists() else []
-        return subprocess.Popen(python_cli("gateway", "init", "--db", self.db_url, *rotate, "--json"),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                stdin=subprocess.DEVNULL)
+        rotate = self.db_path.exists()
+        future: Future[str] = Future()
+
+        def work() -> None:
+            try:
+                future.set_result(init_gateway_database(self.db_url, rotate=rotate))
+            except BaseException as exc:  # handed to the waiting thread
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="lab-gateway-init", daemon=True).start()
+        return future
 
     def _gateway_settings(self, port: int) -> dict[str, Any]:
         gw = self.topo.gateway
@@ -536,19 +543,17 @@ class Lab:
             "route_servers": servers,
         }
 
-    def _start_gateway(self, state: LabState, init: subprocess.Popen[str] | None) -> None:
+    def _start_gateway(self, state: LabState, init: Future[str] | None) -> None:
         if init is not None:
             try:
-                out, err = init.communicate(timeout=60)
-            except subprocess.TimeoutExpired as exc:
-                raise ExternalProgramError("peerlab-tui gateway init timed out") from exc
+                token = init.result(timeout=60)
+            except FutureTimeout as exc:
+                raise ExternalProgramError("the gateway database initialisation timed out") from exc
+            except PeerlabError:
+                raise
+            except Exception as exc:
+                raise ExternalProgramError(f"the gateway database initialisation failed: {exc}") from exc
             log.info("gateway init done")
-            if init.returncode != 0:
-                raise ExternalProgramError(f"peerlab-tui gateway init failed: {err.strip() or out.strip()}")
-            try:
-                token = json.loads(out)["admin_token"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ExternalProgramError(f"gateway init printed no admin token: {out!r}") from exc
             write_private(self.admin_token_file, token + "\n")
         port = self.topo.gateway.port
         if state.gateway_url:
@@ -600,9 +605,6 @@ class Lab:
     # --- agents ---------------------------------------------------------------------------------------------
     def _start_agent(self, state: LabState, rs: RouteServerSpec) -> None:
         token = self.service_token_file.read_text().strip()
-        rec = state.processes.get(f"agent-{rs.name}")
-        if rs.name in self._fresh_devices and rec is not None:
-            procs.terminate([rec.pid], self.plan.prefix)
         argv = python_cli("rs-agent", "--rs", rs.name, "--gateway", str(state.gateway_url),
                           "--bird-socket", str(self.rs_socket(rs.name)),
                           "--config-dir", str(self.rs_dir(rs.name)), "--netns", self.plan.rs_netns(rs.name),
@@ -751,6 +753,21 @@ class Lab:
                 return (await admin.create_user(name)).token
 
         return run_async(create())
+
+
+def init_gateway_database(db_url: str, *, rotate: bool) -> str:
+    """Create or migrate the gateway's schema and create (``rotate``: replace) its admin token; return it."""
+    from lab.gateway.config import build_config
+    from lab.gateway.db import Database, migrate
+    from lab.gateway.service import GatewayService
+
+    db = Database(db_url)
+    try:
+        migrate(db)
+        # No environment: the operator's PEERLAB_GW_* settings are not the lab's.
+        return GatewayService(db, build_config({"db": db_url}, {})).create_admin_token(rotate=rotate)
+    finally:
+        db.dispose()
 
 
 def gateway_healthy(url: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from peerlab_tui.core.models import RouteVerdict, TunnelInfo
 from peerlab_tui.core.tunnel import TunnelManager, default_state_dir
 
 STARTUP_TIMEOUT = 60.0
+log = logging.getLogger(__name__)
 
 state_dir_option = click.option(
     "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -106,7 +108,12 @@ async def ensure_tunnel(client: GatewayClient, state_dir: Path, netns: str | Non
             return await client.get_tunnel()
         except NotFoundError:
             pass  # registration gone on the gateway: bring it up again
-    return (await manager.up()).info
+    info = (await manager.up()).info
+    reachable = await manager.wait_reachable()
+    if not all(reachable.values()):
+        log.warning("route servers not answering over the tunnel yet: %s (BGP will keep trying)",
+                    ", ".join(rs for rs, ok in reachable.items() if not ok))
+    return info
 
 
 async def build_spec(client: GatewayClient, state_dir: Path, *, netns: str | None, tunnel: bool,
@@ -328,8 +335,8 @@ def looking_glass(verdicts: list[RouteVerdict],
         verdict = by_key.get(key)
         if verdict is None:
             rows.append({"prefix": a["prefix"], "rs": a["rs"], "state": "not-seen", "reason": None,
-                         "as_path": a["as_path"], "sent_as_path": a["as_path"], "communities": [],
-                         "large_communities": [], "med": None})
+                         "rule": None, "as_path": a["as_path"], "sent_as_path": a["as_path"],
+                         "communities": [], "large_communities": [], "med": None})
         else:
             rows.append({**verdict.model_dump(mode="json"), "sent_as_path": a["as_path"]})
     rows += [{**v.model_dump(mode="json"), "sent_as_path": None} for k, v in sorted(by_key.items())
@@ -362,9 +369,10 @@ def routes(gateway: str | None, token: str | None, state_dir: Path | None, as_js
     if not rows:
         click.echo("no routes: nothing announced and nothing reported by the route servers")
         return
-    table: list[tuple[str, ...]] = [("PREFIX", "RS", "STATE", "REASON", "AS PATH", "MED", "COMMUNITIES")]
+    table: list[tuple[str, ...]] = [
+        ("PREFIX", "RS", "STATE", "REASON", "RULE", "AS PATH", "MED", "COMMUNITIES")]
     for r in rows:
         comms = " ".join(r["communities"] + r["large_communities"]) or "-"
-        table.append((r["prefix"], r["rs"], r["state"], r["reason"] or "-", " ".join(map(str, r["as_path"])),
-                      "-" if r["med"] is None else str(r["med"]), comms))
+        table.append((r["prefix"], r["rs"], r["state"], r["reason"] or "-", r.get("rule") or "-",
+                      " ".join(map(str, r["as_path"])), "-" if r["med"] is None else str(r["med"]), comms))
     click.echo(_table(table))

@@ -83,27 +83,37 @@ def tunnel() -> None:
 @click.option("--netns", metavar="NAME", default=None,
               help="Build the interfaces inside this network namespace.")
 @click.option("--rotate-key", is_flag=True, help="Generate a new private key and register it.")
+@click.option("--wait", "wait_s", type=click.FloatRange(0), default=15.0, show_default=True,
+              help="Seconds to wait until every route server answers over its tunnel (0: do not wait).")
 @click.option("--backend", type=click.Choice(["auto", "kernel", "wireguard-go"]), default=None,
               help="WireGuard implementation [env PEERLAB_WG_BACKEND; default: kernel if available].")
 @state_dir_option
 @gateway_options
 @json_option
 @handle_errors
-def tunnel_up(netns: str | None, rotate_key: bool, backend: str | None, state_dir: Path | None,
+def tunnel_up(netns: str | None, rotate_key: bool, wait_s: float, backend: str | None, state_dir: Path | None,
               gateway: str | None, token: str | None, as_json: bool) -> None:
-    """Register your WireGuard key and bring up a tunnel to every route server (idempotent)."""
-    result: UpResult = _run_with_gateway(gateway, token, _state_dir(state_dir), netns, backend,
-                                         lambda m: m.up(rotate=rotate_key))
+    """Register your WireGuard key and bring up a tunnel to every route server (idempotent); then wait until
+    each route server answers over it (its agent has your key)."""
+
+    async def up(manager: TunnelManager) -> tuple[UpResult, dict[str, bool] | None]:
+        result = await manager.up(rotate=rotate_key)
+        reachable = await manager.wait_reachable(timeout=wait_s) if wait_s > 0 else None
+        return result, reachable
+
+    result, reachable = _run_with_gateway(gateway, token, _state_dir(state_dir), netns, backend, up)
     if as_json:
-        emit_json(result.to_dict())
+        emit_json({**result.to_dict(), "reachable": reachable})
         return
     if result.rotated:
         click.echo("registered a new key (rotated)", err=True)
     click.echo(f"public key {result.public_key}  ASN {result.info.asn}")
     for i in result.interfaces:
         where = f" (netns {i.netns})" if i.netns else ""
+        answers = "" if reachable is None else ("  (answers)" if reachable.get(i.rs_name) else
+                                                 "  (NO ANSWER yet: see 'tunnel status')")
         click.echo(f"{i.rs_name}: {i.ifname}{where} {i.local_address} -> {i.overlay_address} "
-                   f"via {i.endpoint}")
+                   f"via {i.endpoint}{answers}")
 
 
 @tunnel.command("status")

@@ -1,4 +1,5 @@
-"""``peerlab-tui demo``: the README's first command works end to end and leaves nothing behind."""
+"""``peerlab-tui demo --gateway-only``: the light demo (no root) works and leaves nothing behind. The full
+demo (the whole slice on the embedded lab) is tested in tests/e2e/test_demo.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.support.gateway import PEERLAB, _clean_env
 def test_demo_json_and_cleanup() -> None:
     """The demo user gets a private ASN and a /48 from the documentation pool; the temp dir is removed."""
     out = subprocess.run(
-        [PEERLAB, "demo", "--json"],
+        [PEERLAB, "demo", "--gateway-only", "--json"],
         capture_output=True,
         text=True,
         timeout=180,
@@ -30,7 +31,8 @@ def test_demo_json_and_cleanup() -> None:
 
 def test_demo_prints_each_step(tmp_path: Path) -> None:
     """Human output walks through the steps and reports the stop."""
-    out = subprocess.run([PEERLAB, "demo"], capture_output=True, text=True, timeout=180, env=_clean_env())
+    out = subprocess.run([PEERLAB, "demo", "--gateway-only"], capture_output=True, text=True, timeout=180,
+                         env=_clean_env())
     assert out.returncode == 0, out.stderr
     workdir = re.search(r"database in (\S+)", out.stdout)
     assert workdir and not Path(workdir.group(1)).exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -256,3 +257,101 @@ async def test_disagreement_between_bird_and_python_is_logged_loudly(
     assert first[LEASES[4]].state == second[LEASES[4]].state == "filtered"  # BIRD's truth is reported
     errors = [r for r in caplog.records if r.levelname == "ERROR" and "POLICY MISMATCH" in r.getMessage()]
     assert len(errors) == 1 and LEASES[4] in errors[0].getMessage()
+
+
+async def test_route_watch_posts_changes_between_gateway_polls(world: World) -> None:
+    """A route the user changes reaches the gateway from the route watch alone (the gateway is polled only
+    once here), with the attributes BIRD received; nothing is posted while nothing changes."""
+    agent = Agent(make_settings(), world.gw, world.lab.control, world.lab.config_dir, interval=3600,
+                  report_interval=3600, watch_interval=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop=stop))
+    changed = [a if p != LEASES[0] else Announce(LEASES[0], [ALICE], communities=2)
+               for p, (a, _) in CASES.items()]
+    try:
+        await asyncio.to_thread(wait_for, lambda: agent.last_report is not None, 30.0, "the first report")
+        quiet = len(world.gw.reports)
+        await asyncio.sleep(agent.watch_interval * 10)
+        assert len(world.gw.reports) == quiet  # nothing changed: nothing posted
+        world.lab.reannounce("alice", ALICE, ALICE_ADDR, changed)
+
+        def reported_communities() -> list[str] | None:
+            last = world.gw.reports[-1] if world.gw.reports else []
+            route = next((r for r in last if r.prefix == LEASES[0]), None)
+            return route.communities if route is not None and route.communities else None
+
+        communities = await asyncio.to_thread(wait_for, reported_communities, 30.0, "the watch to post")
+        assert communities == ["64999:0", "64999:1"]
+    finally:
+        world.lab.reannounce("alice", ALICE, ALICE_ADDR, [a for a, _ in CASES.values()])
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert world.lab.since() == world.since, "a BGP session was reset"
+
+
+async def test_wireguard_reconcile_restores_peers_of_a_restarted_device(world: World, tmp_path: Path) -> None:
+    """wireguard-go restarted under a running agent comes back without peers; the agent's reconcile against
+    the device's actual peers puts them back, without a gateway change and without restarting the agent."""
+    from lab.rsagent.wireguard import WireGuardPeerSync
+    from peerlab_tui.core import netns
+    from peerlab_tui.core.tunnel import create_device, generate_private_key, public_key
+    from tests.support.requirements import require_binary
+
+    require_binary("wireguard-go")
+    ifname = f"wr{secrets.token_hex(3)}"
+    key = generate_private_key()
+    dev = create_device(ifname, netns=world.lab.rs_ns)
+    agent = Agent(make_settings(), world.gw, world.lab.control, world.lab.config_dir,
+                  peer_sync=WireGuardPeerSync(ifname, world.lab.rs_ns), interval=3600,
+                  wg_reconcile_interval=0.1)
+    stop = asyncio.Event()
+    task: asyncio.Task[object] | None = None
+    alice_key = public_key(generate_private_key())  # canonical base64, as WireGuard reports it
+    world.gw.tunnel_list[0] = world.gw.tunnel_list[0].model_copy(update={"public_key": alice_key})
+    try:
+        dev.configure(key, None, [])
+        task = asyncio.create_task(agent.run(stop=stop))
+        want = {alice_key: {f"{ALICE_ADDR}/128", *LEASES}}
+
+        def peers() -> dict[str, set[str]]:
+            try:
+                return {p.public_key: set(p.allowed_ips) for p in dev.status().peers}
+            except Exception:
+                return {}
+
+        await asyncio.to_thread(wait_for, lambda: peers() == want, 30.0, "the peers")
+        dev.delete()  # wireguard-go dies; a new one starts with the same name and no peers
+        assert not netns.link_exists(ifname, netns=world.lab.rs_ns)
+        dev = create_device(ifname, netns=world.lab.rs_ns)
+        dev.configure(key, None, [])
+        await asyncio.to_thread(wait_for, lambda: peers() == want, 30.0, "the peers back on the new device")
+        assert not task.done()
+    finally:
+        stop.set()
+        if task is not None:
+            await asyncio.wait_for(task, 30)
+        dev.delete()
+        world.gw.tunnel_list[:] = baseline().tunnel_list
+
+
+async def test_key_rotation_alone_reaches_wireguard(world: World) -> None:
+    """A rotated key changes no BIRD text; the peers still follow it (old key out, new key in)."""
+    calls: list[list[tuple[str, list[str]]]] = []
+
+    class Recorder:
+        def sync(self, peers: list[tuple[str, list[str]]]) -> None:
+            calls.append(peers)
+
+    agent = Agent(make_settings(), world.gw, world.lab.control, world.lab.config_dir, peer_sync=Recorder())
+    await agent.step()
+    text = agent.config_path.read_text()
+    rotated = "b" * 42 + "A="
+    world.gw.tunnel_list[0] = world.gw.tunnel_list[0].model_copy(update={"public_key": rotated})
+    try:
+        result = await agent.step()
+        assert not result.config_written and agent.config_path.read_text() == text
+        assert [key for key, _ in calls[-1]] == [rotated]
+        assert agent.reconcile_wireguard() and [key for key, _ in calls[-1]] == [rotated]
+    finally:
+        world.gw.tunnel_list[:] = baseline().tunnel_list
+        await agent.step()

@@ -197,7 +197,7 @@ def test_cli_up_outlives_the_command_then_status_and_down(lab: Lab, tmp_path: Pa
     token = _user(lab.platform, "carol")
     env = {**os.environ, "PEERLAB_GATEWAY_URL": lab.platform.gw.url, "PEERLAB_TOKEN": token,
            "PEERLAB_STATE_DIR": str(tmp_path / "state")}
-    up = _cli("up", "--netns", lab.user_ns, "--json", env=env)
+    up = _cli("up", "--netns", lab.user_ns, "--wait", "0", "--json", env=env)  # the test plays the agent
     assert up.returncode == 0, up.stderr
     data = json.loads(up.stdout)
     assert [i["rs_name"] for i in data["interfaces"]] == ["rs1", "rs2"]

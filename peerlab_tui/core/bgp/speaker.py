@@ -464,6 +464,18 @@ class Speaker:
                    data={"prefix": net, "route_servers": [t.name for t in targets], "commands": sent})
         return sent
 
+    async def send_unchecked(self, command: str) -> None:
+        """UNSAFE: send one raw ExaBGP API command WITHOUT the safety rules, and wait for its ack.
+
+        For tests and lab experiments that must show what the route servers do with an announcement this
+        client would refuse. Nothing is recorded (it is not restored after an ExaBGP restart, not withdrawn
+        before a lease ends); the CLI and the daemon's control socket never reach it.
+        """
+        log.warning("sending an UNCHECKED command (safety rules bypassed): %s", command)
+        await self._wait_ready()
+        async with self._op_lock:
+            await self._send(command)
+
     # --- leases --------------------------------------------------------------------------------------------
 
     def set_leases(self, leases: Sequence[Lease]) -> None:

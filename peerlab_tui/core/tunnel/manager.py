@@ -41,6 +41,7 @@ from peerlab_tui.core.tunnel.wggo import WireGuardGo
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+KICK_INTERVAL = 1.0  # seconds without an answer over a new tunnel before its handshake is restarted
 _RTT_RE = re.compile(r"=\s*([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+)\s*ms")
 
 
@@ -349,6 +350,44 @@ class TunnelManager:
             handshake_age_s=age, rx_bytes=peer.rx_bytes if peer else 0, tx_bytes=peer.tx_bytes if peer else 0,
             rtt_ms=rtt,
         )
+
+    async def wait_reachable(self, *, timeout: float = 15.0) -> dict[str, bool]:  # noqa: ASYNC109
+        """Wait until every route server answers a ping over its tunnel (its peer has our key and the
+        handshake is done), at most ``timeout`` s; return route server -> reachable.
+
+        Worth it before starting BGP: a TCP SYN sent before the route server's agent added our key is lost
+        and the kernel's retransmit backoff delays the session by seconds.
+        """
+        records = self.load_state()
+        deadline = time.monotonic() + timeout
+
+        def one(rec: InterfaceRecord) -> bool:
+            target = ipaddress.ip_interface(rec.overlay_address).ip.compressed
+            kicked = time.monotonic()
+            while True:
+                argv = ["ping", "-6", "-n", "-q", "-c", "1", "-W", "1", target]
+                if nsmod.run(argv, netns=rec.netns, check=False, timeout=5).returncode == 0:
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                if time.monotonic() - kicked >= KICK_INTERVAL:
+                    # WireGuard waits 5 s (REKEY_TIMEOUT) before it retries a handshake the route server
+                    # dropped because its agent had not added our key yet; a re-added peer retries now.
+                    self._kick(rec)
+                    kicked = time.monotonic()
+                time.sleep(0.05)
+
+        results = await asyncio.gather(*(asyncio.to_thread(one, r) for r in records))
+        return {r.rs_name: ok for r, ok in zip(records, results, strict=True)}
+
+    def _kick(self, rec: InterfaceRecord) -> None:
+        dev = self._device(rec)
+        try:
+            dev.remove_peer(rec.rs_public_key)
+            dev.set_peers([PeerConfig(public_key=rec.rs_public_key, endpoint=rec.endpoint,
+                                      allowed_ips=("::/0",), persistent_keepalive=DEFAULT_KEEPALIVE)])
+        except (TunnelError, OSError) as exc:
+            log.debug("could not re-add the peer of %s: %s", rec.ifname, exc)
 
     # --- down ---------------------------------------------------------------------------------------
 

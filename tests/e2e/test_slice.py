@@ -1,0 +1,136 @@
+"""The whole slice on the real embedded lab, the way a user drives it (README walkthrough), and the overlay's
+key rotation and removal reaching both route servers (issues 3 and 4)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from lab.bird import BirdControl
+from peerlab_tui.core.tunnel.wggo import WireGuardGo
+from tests.e2e.conftest import ROUTE_SERVERS, UPSTREAM_PREFIXES, Lab, wait_until
+
+pytestmark = pytest.mark.netns
+
+
+def rs_peer_keys(lab: Lab, rs: str) -> set[str]:
+    """The public keys a route server's WireGuard device has as peers (what ``wg show`` lists)."""
+    name = f"{lab.run.prefix}-{rs}"
+    return {p.public_key for p in WireGuardGo(name, name).status().peers}
+
+
+def test_whole_slice_in_a_user_namespace(lab: Lab, tmp_path: Path) -> None:
+    """lease -> bgp up (brings the tunnel up) -> Established at rs1 and rs2 -> announce -> accepted at both
+    in ``routes`` with the attributes sent -> ``received`` has the upstream's table -> withdraw -> gone from
+    both BIRDs and from ``routes`` within 5 s; no BGP session of the lab was reset on the way."""
+    before = lab.sessions_since()
+    alice = lab.add_user("alice", tmp_path)
+    asn, prefix = alice.lease()
+
+    # No `tunnel up` first: `bgp up` brings the WireGuard tunnel up itself (ensure_tunnel, real wireguard-go).
+    up = alice.cli("bgp", "up", "--netns", alice.netns)
+    assert up["netns"] == alice.netns and up["asn"] == asn
+    peers = alice.cli("tunnel", "status")["peers"]
+    assert [p["rs"] for p in peers] == list(ROUTE_SERVERS)
+    assert all(p["netns"] == alice.netns and p["handshake_age_s"] is not None and p["rtt_ms"] is not None
+               for p in peers), peers
+    status = wait_until(alice.established, what="sessions Established at rs1 and rs2")
+    assert {s["rs"]: s["received_routes"] >= 0 for s in status["sessions"]} == {"rs1": True, "rs2": True}
+    protocols = {rs: wait_until(lambda rs=rs: lab.user_protocol(rs, asn), what=f"alice's session on {rs}")
+                 for rs in ROUTE_SERVERS}
+    assert all("Established" in p.info for p in protocols.values())
+    since = lab.sessions_since()
+
+    # Announce with every attribute option: the route servers see them as sent and accept the lease.
+    sent = alice.cli("announce", prefix, "--prepend", "1", "--community", "64500:7",
+                     "--large-community", f"{asn}:1:2", "--med", "42")
+    assert sent["as_path"] == [asn, asn] and len(sent["commands"]) == 2
+
+    def accepted_everywhere() -> dict[str, dict[str, object]] | None:
+        rows = alice.verdicts(prefix)
+        return rows if all(rows.get(rs, {}).get("state") == "accepted" for rs in ROUTE_SERVERS) else None
+
+    rows = wait_until(accepted_everywhere, what=f"{prefix} accepted at rs1 and rs2 in routes")
+    for rs in ROUTE_SERVERS:
+        row = rows[rs]
+        assert (row["as_path"], row["communities"], row["large_communities"], row["med"], row["reason"]) == (
+            [asn, asn], ["64500:7"], [f"{asn}:1:2"], 42, None), row
+        assert row["sent_as_path"] == [asn, asn]
+        assert prefix in lab.accepted(rs, protocols[rs].name)
+
+    # What the route servers pass on from the upstream.
+    received = alice.cli("received")["routes"]
+    for rs in ROUTE_SERVERS:
+        assert {r["prefix"] for r in received if r["rs"] == rs} >= UPSTREAM_PREFIXES
+    f300 = next(r for r in received if r["rs"] == "rs1" and r["prefix"] == "2001:db8:f300::/48")
+    assert f300["as_path"][-4:] == [64510, 64496, 64497, 64498]
+    only_rs2 = alice.cli("received", "--rs", "rs2")["routes"]
+    assert only_rs2 and {r["rs"] for r in only_rs2} == {"rs2"}
+
+    # Withdraw: gone from both route servers' BIRD and from the looking glass within 5 s.
+    alice.cli("withdraw", prefix)
+    withdrawn = time.monotonic()
+    for rs in ROUTE_SERVERS:
+        wait_until(lambda rs=rs: prefix not in lab.accepted(rs, protocols[rs].name), timeout=5,
+                   what=f"{prefix} gone from {rs}'s BIRD", interval=0.05)
+    remaining = max(0.5, 5 - (time.monotonic() - withdrawn))
+    wait_until(lambda: not alice.verdicts(prefix), timeout=remaining, what=f"{prefix} gone from routes",
+               interval=0.05)
+
+    assert {k: v for k, v in lab.sessions_since().items() if k in since} == since, "a BGP session was reset"
+    assert {k: v for k, v in since.items() if k in before} == before
+    alice.cli("bgp", "down")
+    alice.cli("tunnel", "down")
+
+
+def test_key_rotation_and_tunnel_down_reach_both_route_servers(lab: Lab, tmp_path: Path) -> None:
+    """``tunnel up --rotate-key``: both route servers list the new key and not the old one, traffic flows
+    again and BGP stays up; ``tunnel down``: the peer leaves both devices and the user's session leaves both
+    BIRD configurations. Other sessions are never reset."""
+    bob = lab.add_user("bob", tmp_path)
+    asn, prefix = bob.lease()
+    first = bob.cli("tunnel", "up", "--netns", bob.netns)
+    assert first["reachable"] == {"rs1": True, "rs2": True}
+    old_key = first["public_key"]
+    for rs in ROUTE_SERVERS:
+        assert old_key in rs_peer_keys(lab, rs)
+    bob.cli("bgp", "up", "--netns", bob.netns)
+    wait_until(bob.established, what="bob's sessions")
+    protocols = {rs: wait_until(lambda rs=rs: lab.user_protocol(rs, asn), what=f"bob's session on {rs}")
+                 for rs in ROUTE_SERVERS}
+    bob.cli("announce", prefix)
+    wait_until(lambda: all(prefix in lab.accepted(rs, protocols[rs].name) for rs in ROUTE_SERVERS),
+               what="bob's lease accepted")
+    since = lab.sessions_since()
+
+    rotated = bob.cli("tunnel", "up", "--netns", bob.netns, "--rotate-key")
+    new_key = rotated["public_key"]
+    assert rotated["rotated"] and new_key != old_key
+    assert rotated["reachable"] == {"rs1": True, "rs2": True}  # traffic works again over both tunnels
+    for rs in ROUTE_SERVERS:
+        keys = wait_until(lambda rs=rs: (lambda k: k if new_key in k and old_key not in k else None)(
+            rs_peer_keys(lab, rs)), what=f"the new key (only) on {rs}")
+        assert new_key in keys and old_key not in keys
+    peers = bob.cli("tunnel", "status")["peers"]
+    assert all(p["rtt_ms"] is not None for p in peers), peers
+    # The TCP sessions ride out the rotation: nothing was reset, the route is still accepted.
+    assert bob.established() is not None
+    assert all(prefix in lab.accepted(rs, protocols[rs].name) for rs in ROUTE_SERVERS)
+    assert lab.sessions_since() == since, "a BGP session was reset by the key rotation"
+
+    bob.cli("bgp", "down")
+    down = bob.cli("tunnel", "down")
+    assert down["deregistered"] and len(down["removed"]) == 2
+    for rs in ROUTE_SERVERS:
+        wait_until(lambda rs=rs: new_key not in rs_peer_keys(lab, rs), what=f"bob's key removed from {rs}")
+        config = lab.run.state_dir / "rs" / rs / "bird.conf"
+        name = protocols[rs].name
+        wait_until(lambda config=config, name=name: f"protocol bgp {name}" not in config.read_text(),
+                   what=f"bob's session removed from {rs}'s BIRD config")
+        wait_until(lambda rs=rs: lab.user_protocol(rs, asn) is None, what=f"bob's protocol gone from {rs}")
+    others = {k: v for k, v in since.items() if not k[1].startswith(f"u{asn}_")}
+    assert {k: v for k, v in lab.sessions_since().items() if k in others} == others
+    with BirdControl(lab.run.state_dir / "rs" / "rs1" / "bird.ctl") as ctl:
+        assert any(p.name == "t_upstream" and "Established" in p.info for p in ctl.show_protocols())
