@@ -54,3 +54,20 @@ def test_out_of_range_fields_are_rejected_with_a_message(field: str, value: Any,
     with pytest.raises(ValidationError) as info:
         RouteReport.model_validate({"routes": [{**GOOD, field: value}]})
     assert needle in str(info.value)
+
+
+def test_wireguard_keys_are_canonicalised() -> None:
+    """Another base64 spelling of the same 32 bytes becomes the same text (no peer hijack by spelling)."""
+    import base64
+
+    from peerlab_tui.core.models import TunnelRequest
+
+    raw = bytes(range(32))
+    canonical = base64.b64encode(raw).decode()  # ends in "8=": the last 2 bits of the final char are 0
+    variant = canonical[:-2] + chr(ord(canonical[-2]) + 1) + "="  # same bytes, non-zero padding bits
+    assert variant != canonical and base64.b64decode(variant) == raw
+    assert TunnelRequest(public_key=variant).public_key == canonical
+    assert TunnelRequest(public_key=canonical).public_key == canonical
+    for bad in ("", "not base64!", base64.b64encode(b"x" * 31).decode()):
+        with pytest.raises(ValidationError):
+            TunnelRequest(public_key=bad)

@@ -205,24 +205,34 @@ class MappingList(WireModel):
 # --- overlay (IXP lab issue) -------------------------------------------------------------------------------
 
 
+def canonical_wireguard_key(value: str) -> str:
+    """The canonical base64 text of a 32-byte WireGuard key, or ``ValueError``.
+
+    Base64 admits several spellings of the same bytes (non-zero padding bits). Keys are compared as text
+    (database uniqueness, peer diffs), so every key is re-encoded: otherwise another spelling of a victim's
+    key would pass the uniqueness check and hijack the victim's peer on the route servers.
+    """
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("public_key must be a base64 WireGuard key") from exc
+    if len(raw) != 32:
+        raise ValueError("public_key must decode to 32 bytes")
+    return base64.b64encode(raw).decode()
+
+
 class TunnelRequest(WireModel):
     """``POST /api/user/tunnel``: register or rotate the user's WireGuard public key (base64, 32 bytes)."""
 
-    public_key: str
+    public_key: str = Field(max_length=64)
 
     @field_validator("public_key")
     @classmethod
     def _check_key(cls, v: str) -> str:
-        import base64
-        import binascii
-
-        try:
-            raw = base64.b64decode(v, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError("public_key must be a base64 WireGuard key") from exc
-        if len(raw) != 32:
-            raise ValueError("public_key must decode to 32 bytes")
-        return v
+        return canonical_wireguard_key(v)
 
 
 class RouteServerPeer(WireModel):
