@@ -177,7 +177,7 @@ def bench_lab(announcements: int) -> None:
     from lab.bird import BirdControl, BirdError
     from lab.topology.builder import Lab
     from lab.topology.models import load_topology
-    from peerlab_tui._cli.bgp import build_spec, start_daemon
+    from peerlab_tui._cli.bgp import build_spec, start_daemon, stop_daemon
     from peerlab_tui._cli.common import run_async
     from peerlab_tui.core.bgp.daemon import ControlClient, write_spec
     from peerlab_tui.core.gateway import GatewayClient
@@ -294,10 +294,7 @@ def bench_lab(announcements: int) -> None:
     finally:
         if daemon_up:
             with contextlib.suppress(Exception):
-                run_async(ControlClient.for_state_dir(user_state).request("down"))
-                deadline = time.monotonic() + 30
-                while (user_state / "bgp" / "control.sock").exists() and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                stop_daemon(user_state)  # waits for the process to go (killed by PID if it does not)
         with contextlib.suppress(Exception):
             run_async(TunnelManager(None, user_state, netns_name).down(keep_registration=True))
         lab.down()

@@ -325,8 +325,9 @@ class SliceDemo:
 
             write_spec(self.user_state, run_async(go()))
             self.bgp_started = True
-            start_daemon(self.user_state,
-                         {"PEERLAB_GATEWAY_URL": self.gateway_url, "PEERLAB_TOKEN": self.token})
+            started = start_daemon(self.user_state,
+                                   {"PEERLAB_GATEWAY_URL": self.gateway_url, "PEERLAB_TOKEN": self.token})
+            self.summary["daemon_pid"] = started["daemon_pid"]
 
             def established() -> dict[str, Any] | None:
                 status = self.control("status")
@@ -437,9 +438,12 @@ class SliceDemo:
                 problems.append(f"tunnel down: {exc}")
         if self.lab is not None:
             try:
-                self.lab.down()
+                foreign = self.lab.down().get("not_ours_left_running") or {}
+                if foreign:
+                    problems.append(f"lab down: processes left running in its namespaces: {foreign}")
             except Exception as exc:
                 problems.append(f"lab down: {exc}")
+        problems += self._leftovers()
         shutil.rmtree(self.workdir, ignore_errors=True)
         status = "done" if not problems else "with problems: " + "; ".join(problems)
         record = StepRecord(len(self.steps) + 1, "clean up (bgp, tunnel, lab down)",
@@ -449,18 +453,35 @@ class SliceDemo:
         return problems
 
     def _bgp_down(self) -> None:
-        from peerlab_tui.core.bgp.daemon import PID_FILE, bgp_dir, control_path
+        from peerlab_tui._cli.bgp import stop_daemon
+        from peerlab_tui.core.bgp.daemon import daemon_pid
 
+        pid = daemon_pid(self.user_state) or self.summary.get("daemon_pid")
         try:
-            self.control("down")
+            stop_daemon(self.user_state)
         except PeerlabError:
-            # Not answering: stop it by its PID file (it stops ExaBGP on SIGTERM).
-            pid_file = bgp_dir(self.user_state) / PID_FILE
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pid_file.read_text()), signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while control_path(self.user_state).exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+            # Not answering: stop it by its PID (it stops ExaBGP on SIGTERM), then for sure.
+            if pid is not None:
+                for sig in (signal.SIGTERM, signal.SIGKILL):
+                    with contextlib.suppress(OSError):
+                        os.kill(int(pid), sig)
+                    deadline = time.monotonic() + 15
+                    while _alive(int(pid)) and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    if not _alive(int(pid)):
+                        break
+
+    def _leftovers(self) -> list[str]:
+        """What clean-up should have removed but is still there: the daemon, the tunnel interfaces."""
+        left: list[str] = []
+        pid = self.summary.get("daemon_pid")
+        if pid is not None and _alive(int(pid)):
+            left.append(f"the BGP daemon (pid {pid}) still runs")
+        wg = Path("/var/run/wireguard")
+        for ifname in (self.summary.get("tunnel") or {}).values():
+            if (wg / f"{ifname}.sock").exists():
+                left.append(f"the tunnel interface {ifname} is still up")
+        return left
 
     def _tunnel_down(self) -> None:
         from peerlab_tui.core.tunnel import TunnelManager
@@ -500,6 +521,15 @@ class SliceDemo:
         ])
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def full_demo(hours: int, keep: bool, as_json: bool) -> None:
     """Run the whole slice on a fresh embedded lab, then clean up (unless ``keep``)."""
     if os.geteuid() != 0:
@@ -533,6 +563,7 @@ def full_demo(hours: int, keep: bool, as_json: bool) -> None:
         "steps": [{"step": s.number, "name": s.name, "seconds": round(s.seconds, 3), "ok": s.ok,
                    "detail": s.detail} for s in demo.steps],
         "total_seconds": round(time.monotonic() - started, 3),
+        "cleanup_problems": problems,
     }
     if failure is not None:
         summary["failed_step"] = failure.step
@@ -543,11 +574,15 @@ def full_demo(hours: int, keep: bool, as_json: bool) -> None:
         sys.exit(failure.exit_code)
     if as_json:
         emit_json(summary)
-        return
-    echo(f"demo complete in {summary['total_seconds']:.1f} s"
-         + ("" if not problems else f" (clean-up problems: {'; '.join(problems)})"))
-    if keep:
-        echo(demo.usage())
+    else:
+        echo(f"demo complete in {summary['total_seconds']:.1f} s"
+             + ("" if not problems else f", but clean-up left things behind: {'; '.join(problems)}"))
+        if keep:
+            echo(demo.usage())
+    if problems:
+        # The slice worked but the machine is not clean: say what was left and fail.
+        click.echo(f"error: clean-up had problems, left behind: {'; '.join(problems)}", err=True)
+        sys.exit(1)
 
 
 @click.command()

@@ -1,9 +1,10 @@
 """``peerlab-tui bgp up|status|down``, ``announce``, ``withdraw``, ``received``, ``routes``.
 
-``bgp up`` asks the gateway for the ASN, the leases and the route servers (bringing the WireGuard tunnel up
-first when it is not), then starts the BGP daemon in the background (ExaBGP inside ``--netns`` when given).
-The other verbs talk to that daemon over ``STATE_DIR/bgp/control.sock``; ``routes`` asks the gateway's
-looking glass how each route server judged each of your announcements.
+``bgp up`` asks the gateway for the ASN and the leases, then starts the BGP daemon in the background: the
+user side (:class:`~peerlab_tui.core.bgp.userside.UserSide`), which brings the WireGuard tunnel up when it is
+not (and then takes it down again on ``bgp down``) and runs ExaBGP inside ``--netns`` (default: the tunnel's
+namespace). The other verbs talk to that daemon over ``STATE_DIR/bgp/control.sock``; ``routes`` asks the
+gateway's looking glass how each route server judged each of your announcements.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import asyncio
 import dataclasses
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
@@ -29,17 +31,23 @@ from peerlab_tui.core.bgp.daemon import (
     DaemonSpec,
     bgp_dir,
     control_path,
+    daemon_pid,
     serve,
     write_spec,
 )
 from peerlab_tui.core.bgp.errors import ExaBgpError, SpeakerNotRunningError
-from peerlab_tui.core.errors import InputError, NotFoundError
+from peerlab_tui.core.bgp.userside import check_tunnel_netns, tunnel_netns
+from peerlab_tui.core.errors import InputError
 from peerlab_tui.core.gateway import GatewayClient
-from peerlab_tui.core.models import RouteVerdict, TunnelInfo
-from peerlab_tui.core.tunnel import TunnelManager, default_state_dir
+from peerlab_tui.core.models import RouteVerdict
+from peerlab_tui.core.tunnel import default_state_dir
 
-STARTUP_TIMEOUT = 60.0
+STARTUP_TIMEOUT = 90.0  # the daemon may first bring the tunnel up and wait for the route servers to answer
+STOP_TIMEOUT = 60.0
+DEFAULT_HOLD_TIME = 90
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 state_dir_option = click.option(
     "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -77,6 +85,12 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [f"ExaBGP pid {status.get('pid') or '-'} (daemon {status.get('daemon_pid', '-')}), "
              f"AS{status['asn']}, router-id {status['router_id']}, restarts {status['restarts']}"
              + (f" (last: {status['last_restart_reason']})" if status.get("last_restart_reason") else "")]
+    tunnel = status.get("tunnel") or {}
+    if tunnel.get("interfaces"):
+        owner = ("brought up by 'bgp up' (removed by 'bgp down')" if tunnel.get("created_by_bgp")
+                 else "yours ('bgp down' leaves it up)")
+        where = status.get("netns") or "the host"
+        lines.append(f"tunnel {', '.join(tunnel['interfaces'])} in {where}: {owner}")
     rows: list[tuple[str, ...]] = [("RS", "NEIGHBOR", "AS", "STATE", "UPTIME", "RECEIVED", "LAST ERROR")]
     for s in status["sessions"]:
         uptime = f"{s['uptime_seconds']:.0f} s" if s.get("uptime_seconds") is not None else "-"
@@ -84,8 +98,9 @@ def format_status(status: dict[str, Any]) -> str:
                      str(s["received_routes"]), s.get("last_notification") or s.get("last_error") or "-"))
     lines.append(_table(rows))
     if status["announced"]:
-        rows = [("PREFIX", "RS", "AS PATH")]
-        rows += [(a["prefix"], a["rs"], " ".join(map(str, a["as_path"]))) for a in status["announced"]]
+        rows = [("PREFIX", "RS", "AS PATH", "WITHDRAW AT (UTC)", "WARNED")]
+        rows += [(a["prefix"], a["rs"], " ".join(map(str, a["as_path"])), _when(a.get("withdraw_at")),
+                  "yes" if a.get("warned") else "no") for a in status["announced"]]
         lines += ["", _table(rows)]
     else:
         lines += ["", "nothing announced"]
@@ -100,36 +115,31 @@ def bgp() -> None:
     """The BGP speaker (ExaBGP) peering with the IXP route servers."""
 
 
-async def ensure_tunnel(client: GatewayClient, state_dir: Path, netns: str | None) -> TunnelInfo:
-    """The route servers to peer with; brings the WireGuard tunnel up first when it is not up here."""
-    manager = TunnelManager(client, state_dir, netns)
-    if manager.load_state():
-        try:
-            return await client.get_tunnel()
-        except NotFoundError:
-            pass  # registration gone on the gateway: bring it up again
-    info = (await manager.up()).info
-    reachable = await manager.wait_reachable()
-    if not all(reachable.values()):
-        log.warning("route servers not answering over the tunnel yet: %s (BGP will keep trying)",
-                    ", ".join(rs for rs, ok in reachable.items() if not ok))
-    return info
+def _when(value: str | None) -> str:
+    if not value:
+        return "no lease: next check"
+    return value.replace("T", " ").split(".")[0].split("+")[0]
 
 
 async def build_spec(client: GatewayClient, state_dir: Path, *, netns: str | None, tunnel: bool,
                      gateway_url: str, hold_time: int, safety: dict[str, float | int | None]) -> DaemonSpec:
-    """Everything the daemon needs, from the gateway (ASN, active leases, route servers)."""
+    """Everything the daemon needs from the gateway (ASN, active leases; with ``tunnel`` False also the route
+    servers). With ``tunnel`` the daemon brings the tunnel up itself when none is recorded, and learns the
+    route servers from it."""
     asn = await client.ensure_asn()
     info = await client.user_info()
-    tunnel_info = await ensure_tunnel(client, state_dir, netns) if tunnel else await client.get_tunnel()
-    if not tunnel_info.route_servers:
-        raise InputError("the gateway lists no route servers to peer with")
     settings = SafetySettings.for_gateway(gateway_url, **safety)
-    try:
-        config = SpeakerConfig.from_tunnel(tunnel_info, asn=asn, netns=netns, hold_time=hold_time)
-    except ValueError as exc:
-        raise InputError(f"cannot configure the speaker from the gateway's tunnel info: {exc}") from exc
-    return DaemonSpec(speaker=config, leases=list(info.active_leases), safety=dataclasses.asdict(settings),
+    config = None
+    if not tunnel:
+        tunnel_info = await client.get_tunnel()
+        if not tunnel_info.route_servers:
+            raise InputError("the gateway lists no route servers to peer with")
+        try:
+            config = SpeakerConfig.from_tunnel(tunnel_info, asn=asn, netns=netns, hold_time=hold_time)
+        except ValueError as exc:
+            raise InputError(f"cannot configure the speaker from the gateway's tunnel info: {exc}") from exc
+    return DaemonSpec(speaker=config, asn=asn, netns=netns, hold_time=hold_time, tunnel=tunnel,
+                      leases=list(info.active_leases), safety=dataclasses.asdict(settings),
                       gateway_url=gateway_url)
 
 
@@ -161,39 +171,101 @@ def start_daemon(state_dir: Path, env: dict[str, str], timeout: float = STARTUP_
         time.sleep(0.2)
 
 
+def _requested(netns: str | None, no_tunnel: bool, hold_time: int | None,
+               safety: dict[str, float | int | None]) -> dict[str, Any]:
+    """The options given on the command line (None: not given, the running daemon's are fine)."""
+    wanted: dict[str, Any] = {"netns": netns, "hold_time": hold_time, **safety}
+    if no_tunnel:
+        wanted["tunnel"] = False
+    return {k: v for k, v in wanted.items() if v is not None}
+
+
+def _differences(running: dict[str, Any], wanted: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {k: (running.get(k), v) for k, v in wanted.items() if running.get(k) != v}
+
+
+def stop_daemon(state_dir: Path, timeout: float = STOP_TIMEOUT) -> dict[str, Any]:
+    """Ask the daemon to stop and wait until its process is gone (killed by PID if it does not go)."""
+    pid = daemon_pid(state_dir)
+    client = ControlClient.for_state_dir(state_dir)
+    result: dict[str, Any] = run_async(client.request("down", timeout=timeout))
+    deadline = time.monotonic() + timeout
+    while pid is not None and _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid is not None and _alive(pid):
+        log.warning("the BGP daemon (pid %d) did not exit; killing it", pid)
+        os.kill(pid, signal.SIGKILL)
+    return result
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, PermissionError, OSError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @bgp.command("up")
-@click.option("--netns", default=None, help="Run ExaBGP inside this network namespace.")
+@click.option("--netns", default=None,
+              help="Run ExaBGP inside this network namespace [default: the tunnel's namespace].")
 @click.option("--no-tunnel", is_flag=True, help="Do not bring the WireGuard tunnel up (peer as is).")
-@click.option("--hold-time", type=click.IntRange(3, 65535), default=90, show_default=True)
+@click.option("--hold-time", type=click.IntRange(3, 65535), default=None,
+              help=f"BGP hold time in seconds [default {DEFAULT_HOLD_TIME}].")
 @click.option("--min-change-interval", type=click.FloatRange(0), default=None,
               help="Seconds between two changes of one prefix [default: 0 on a loopback gateway, else 600].")
 @click.option("--max-prefix-len", type=click.IntRange(1, 128), default=None,
               help="Longest more-specific allowed inside a lease [default: the lease only].")
 @click.option("--withdraw-margin", type=click.FloatRange(0), default=None,
               help="Withdraw this many seconds before a lease ends [default 60].")
+@click.option("--restart", is_flag=True,
+              help="If a daemon runs with other options, stop it and start one with these.")
 @gateway_options
 @state_dir_option
 @json_option
 @handle_errors
-def bgp_up(netns: str | None, no_tunnel: bool, hold_time: int, min_change_interval: float | None,
-           max_prefix_len: int | None, withdraw_margin: float | None, gateway: str | None, token: str | None,
-           state_dir: Path | None, as_json: bool) -> None:
-    """Start the BGP daemon in the background (after the tunnel, when it is not up)."""
+def bgp_up(netns: str | None, no_tunnel: bool, hold_time: int | None, min_change_interval: float | None,
+           max_prefix_len: int | None, withdraw_margin: float | None, restart: bool, gateway: str | None,
+           token: str | None, state_dir: Path | None, as_json: bool) -> None:
+    """Start the BGP daemon in the background; it brings the tunnel up when it is not (and takes a tunnel it
+    brought up down again on ``bgp down``)."""
     state = _state(state_dir)
     control_path(state)  # a too long state dir fails here, before anything starts
+    recorded, tunnel_ns = tunnel_netns(state)
+    if netns is None and recorded:
+        netns = tunnel_ns  # peer from where the tunnel is
+    check_tunnel_netns(state, netns)
+    safety = {"min_change_interval": min_change_interval, "max_prefix_len": max_prefix_len,
+              "withdraw_margin": withdraw_margin}
+    wanted = _requested(netns, no_tunnel, hold_time, safety)
     try:
-        status = run_async(ControlClient.for_state_dir(state).request("status", timeout=5))
-        click.echo("the BGP daemon is already running", err=True)
+        status: dict[str, Any] | None = run_async(
+            ControlClient.for_state_dir(state).request("status", timeout=5))
     except SpeakerNotRunningError:
+        status = None
+    if status is not None:
+        diff = _differences(status.get("options", {}), wanted)
+        if not diff:
+            click.echo(f"the BGP daemon is already running (pid {status.get('daemon_pid')})", err=True)
+        elif not restart:
+            listed = "; ".join(f"{k}: running {old!r}, asked {new!r}"
+                               for k, (old, new) in sorted(diff.items()))
+            raise InputError(f"a BGP daemon (pid {status.get('daemon_pid')}) already runs with other options "
+                             f"({listed}); run 'peerlab-tui bgp down' first, or add --restart")
+        else:
+            click.echo(f"restarting the BGP daemon (pid {status.get('daemon_pid')}) with the new options",
+                       err=True)
+            stop_daemon(state)
+            status = None
+    if status is None:
         url, secret = resolve_connection(gateway, token)
         client = make_client(gateway, token)
-        safety = {"min_change_interval": min_change_interval, "max_prefix_len": max_prefix_len,
-                  "withdraw_margin": withdraw_margin}
 
         async def go() -> DaemonSpec:
             async with client:
                 return await build_spec(client, state, netns=netns, tunnel=not no_tunnel, gateway_url=url,
-                                        hold_time=hold_time, safety=safety)
+                                        hold_time=hold_time or DEFAULT_HOLD_TIME, safety=safety)
 
         write_spec(state, run_async(go()))
         status = start_daemon(state, {"PEERLAB_GATEWAY_URL": url, "PEERLAB_TOKEN": secret})
@@ -214,7 +286,7 @@ def bgp_serve(state_dir: Path | None) -> None:
     async def go() -> None:
         if url and token:
             async with GatewayClient(url, token) as client:
-                await serve(state, lease_source=client.user_info)
+                await serve(state, gateway=client)
         else:
             await serve(state)
 
@@ -239,16 +311,17 @@ def bgp_status(state_dir: Path | None, as_json: bool) -> None:
 @json_option
 @handle_errors
 def bgp_down(state_dir: Path | None, as_json: bool) -> None:
-    """Stop the BGP daemon (its sessions close; the route servers drop your routes)."""
-    state = _state(state_dir)
-    result = _request(state, "down")
-    deadline = time.monotonic() + 30
-    while control_path(state).exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    """Stop the BGP daemon (its sessions close; the route servers drop your routes) and the tunnel when
+    ``bgp up`` brought it up (a tunnel you brought up with ``tunnel up`` stays)."""
+    result = stop_daemon(_state(state_dir))
     if as_json:
         emit_json(result)
-    else:
-        click.echo("BGP daemon stopped")
+        return
+    click.echo("BGP daemon stopped")
+    if result.get("tunnel_removed"):
+        click.echo(f"tunnel down (bgp up had brought it up): removed {', '.join(result['tunnel_removed'])}")
+    elif result.get("tunnel_kept"):
+        click.echo("the tunnel stays up (you brought it up: 'peerlab-tui tunnel down' removes it)")
 
 
 # --- verbs -------------------------------------------------------------------------------------------------

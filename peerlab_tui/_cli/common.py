@@ -44,7 +44,15 @@ def emit_json(value: Any) -> None:
 def fail(error: PeerlabError, *, as_json: bool) -> None:
     """Report an error and exit with its class's exit code."""
     if as_json:
-        emit_json({"error": type(error).__name__, "message": error.message, "exit_code": error.exit_code})
+        payload: dict[str, Any] = {
+            "error": type(error).__name__,
+            "message": error.message,
+            "exit_code": error.exit_code,
+        }
+        rule = getattr(error, "rule", None)  # client-side safety refusals name the rule they broke
+        if rule is not None:
+            payload["rule"] = rule
+        emit_json(payload)
     click.echo(f"error: {error.message}", err=True)
     sys.exit(error.exit_code)
 

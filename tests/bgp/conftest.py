@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -236,8 +238,8 @@ async def make_speaker(bgp_lab: BgpLab, tmp_path: Path) -> AsyncIterator[Speaker
     started: list[Speaker] = []
 
     async def make(*, lease_list: list[Lease] | None = None, wait_established: bool = True,
-                   **kwargs: Any) -> Speaker:
-        state = tmp_path / f"state{len(started)}"
+                   state_name: str | None = None, **kwargs: Any) -> Speaker:
+        state = tmp_path / (state_name or f"state{len(started)}")
         speaker = Speaker(bgp_lab.config(), state, leases=lease_list if lease_list is not None else leases(),
                           **kwargs)
         started.append(speaker)
@@ -247,9 +249,30 @@ async def make_speaker(bgp_lab: BgpLab, tmp_path: Path) -> AsyncIterator[Speaker
         return speaker
 
     yield make
-    for speaker in started:
-        with contextlib.suppress(Exception):
-            await speaker.stop()
+    await stop_speakers(started)
     # The sessions must be gone from BIRD before the next test's speaker connects.
     wait_until(lambda: not bgp_lab.leased_routes("rs1") and not bgp_lab.leased_routes("rs2"), 30,
                "BIRD to drop the stopped speaker's routes")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def stop_speakers(speakers: list[Speaker]) -> None:
+    """Stop the speakers; an ExaBGP that survives its speaker's stop is killed by its recorded PID, and the
+    test fails (nothing of ours may be left running)."""
+    pids = [pid for pid in (sp.pid for sp in speakers) if pid is not None]
+    for speaker in speakers:
+        with contextlib.suppress(Exception):
+            await speaker.stop()
+    leaked = [pid for pid in pids if _alive(pid)]
+    for pid in leaked:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # ExaBGP leads its own session: its relay goes with it
+    assert not leaked, f"ExaBGP survived its speaker's stop and was killed by PID: {leaked}"

@@ -119,7 +119,8 @@ def test_parse_update_prefers_the_global_next_hop() -> None:
 async def test_a_failing_exabgp_is_reported_with_its_log(tmp_path: Path) -> None:
     """When ExaBGP exits before its API process connects, start() fails with the log's last lines."""
     fake = tmp_path / "fake-exabgp"
-    fake.write_text("#!/bin/sh\necho 'configuration error: neighbor is not valid' >&2\nexit 3\n")
+    fake.write_text("#!/bin/sh\nif [ \"$1\" = version ]; then echo 'ExaBGP : 5.0.15'; exit 0; fi\n"
+                    "echo 'configuration error: neighbor is not valid' >&2\nexit 3\n")
     fake.chmod(0o755)
     speaker = Speaker(CONFIG, tmp_path / "state", exabgp=str(fake), connect_timeout=30)
     with pytest.raises(ExaBgpError) as info:
@@ -129,3 +130,19 @@ async def test_a_failing_exabgp_is_reported_with_its_log(tmp_path: Path) -> None
     assert speaker.status().running is False and speaker.pid is None
     with pytest.raises(SpeakerNotRunningError):
         await speaker.withdraw("2001:db8::/48")
+
+
+@pytest.mark.parametrize("version", ["4.2.21", "5.0.12", "5.1.0"])
+async def test_an_unsupported_exabgp_version_is_refused_at_start(tmp_path: Path, version: str) -> None:
+    """ExaBGP outside 5.0.13 <= v < 5.1 is refused before it runs, naming the version and the range."""
+    fake = tmp_path / "old-exabgp"
+    marker = tmp_path / "ran"
+    fake.write_text(f"#!/bin/sh\nif [ \"$1\" = version ]; then echo 'ExaBGP : {version}'; exit 0; fi\n"
+                    f"touch {marker}\nsleep 30\n")
+    fake.chmod(0o755)
+    speaker = Speaker(CONFIG, tmp_path / "state", exabgp=str(fake), connect_timeout=30)
+    with pytest.raises(ExaBgpError) as info:
+        await speaker.start()
+    assert f"ExaBGP {version}" in info.value.message and ">= 5.0.13 and < 5.1" in info.value.message
+    assert not marker.exists()  # it was never started as a speaker
+    assert speaker.status().running is False

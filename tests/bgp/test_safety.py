@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peerlab_tui.core.bgp import Announcement, SafetyError, SafetySettings, check_announcement, lease_actions
+from peerlab_tui.core.errors import InputError
 from peerlab_tui.core.models import Lease
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -145,10 +146,42 @@ def test_lease_schedule_warns_once_then_withdraws() -> None:
     assert lease_actions(announced, LEASES, settings, end - timedelta(seconds=361), set()) == []
     actions = lease_actions(announced, LEASES, settings, end - timedelta(seconds=359), set())
     assert [(a.action, a.at) for a in actions] == [("warn", end - timedelta(seconds=60))]
-    warned = {"2001:db8:100::/48"}
+    warned = {actions[0].key}
     assert lease_actions(announced, LEASES, settings, end - timedelta(seconds=100), warned) == []
     actions = lease_actions(announced, LEASES, settings, end - timedelta(seconds=60), warned)
     assert [a.action for a in actions] == ["withdraw"]
+
+
+def test_a_renewed_lease_warns_again() -> None:
+    """The warning is remembered per (prefix, lease end): after a renewal the new end warns again."""
+    settings = SafetySettings(withdraw_margin=60, warn_ahead=300)
+    announced = ["2001:db8:100::/48"]
+    first = lease_actions(announced, [LEASE], settings, LEASE.end_time - timedelta(seconds=300), set())
+    assert [a.action for a in first] == ["warn"]
+    warned = {first[0].key}
+    renewed = LEASE.model_copy(update={"end_time": LEASE.end_time + HOUR})
+    # Renewed before the withdrawal: nothing to do until the new end comes near ...
+    assert lease_actions(announced, [renewed], settings, LEASE.end_time - timedelta(seconds=30), warned) == []
+    # ... and then a fresh warning for the new end.
+    again = lease_actions(announced, [renewed], settings, renewed.end_time - timedelta(seconds=300), warned)
+    assert [(a.action, a.lease_end) for a in again] == [("warn", renewed.end_time)]
+
+
+def test_exit_codes_of_refusals() -> None:
+    """Malformed input is bad input (2), an unknown route server is not found (6), a policy refusal is 4;
+    every one keeps its rule."""
+    malformed = refuse(Announcement(prefix="2001:db8:100::1/48"))
+    assert (malformed.rule, malformed.exit_code, isinstance(malformed, InputError)) == ("malformed", 2, True)
+    ipv4 = refuse(Announcement(prefix="10.0.0.0/8"))
+    assert (ipv4.rule, ipv4.exit_code) == ("malformed", 2)
+    community = refuse(Announcement(prefix="2001:db8:100::/48", communities=["1:2:3"]))
+    assert (community.rule, community.exit_code) == ("malformed", 2)
+    # The route-server check comes before the lease check: unknown is 6 even for an unleased prefix.
+    unknown = refuse(Announcement(prefix="2001:db8:300::/48", route_servers=["rs9"]))
+    assert (unknown.rule, unknown.exit_code) == ("route-server", 6)
+    assert "rs9" in unknown.message and "rs1, rs2" in unknown.message
+    lease = refuse(Announcement(prefix="2001:db8:300::/48"))
+    assert (lease.rule, lease.exit_code) == ("lease", 4)
 
 
 def test_lease_schedule_withdraws_what_no_lease_covers() -> None:

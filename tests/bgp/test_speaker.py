@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from peerlab_tui.core.bgp import (
     Announcement,
+    NotAnnouncedError,
     SafetyError,
     SafetySettings,
     SessionState,
@@ -190,6 +192,8 @@ async def test_exabgp_killed_is_restarted_and_announcements_restored(make_speake
     status = speaker.status()
     assert status.pid not in (None, old_pid)
     assert status.restarts == 1 and status.last_restart_reason is not None
+    # Established again: the "exabgp stopped" of the killed process is no longer the sessions' last error.
+    assert [(s.last_error, s.last_notification) for s in status.sessions] == [(None, None), (None, None)]
     assert "-9" in status.last_restart_reason
     seen = []
     while True:
@@ -236,24 +240,113 @@ async def test_refusals_send_nothing(make_speaker: SpeakerFactory, bgp_lab: BgpL
     assert bgp_lab.routes("rs1")[good].med == 1
 
 
+class SteppedClock:
+    """Real time plus an offset the test moves forward: the lease schedule is exercised without waiting for
+    (or racing) the wall clock."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def jump_to(self, when: datetime) -> None:
+        """Make ``now`` be ``when`` (it only ever moves forward)."""
+        self.offset = max(self.offset, when - datetime.now(UTC))
+
+
 async def test_lease_expiry_withdraws_before_the_end(make_speaker: SpeakerFactory, bgp_lab: BgpLab) -> None:
-    """With a lease ending in a few seconds the announcement is withdrawn before the end, after a warning."""
+    """The schedule in the status (withdraw_at, warned), a warning ahead, then the announcement withdrawn
+    before the lease ends. The lease is set once the sessions are up and time is stepped, so a loaded
+    machine cannot make it expire before the announcement."""
     prefix = "2001:db8:106::/48"
-    lease_list = leases(ends_in=6.0, prefixes=[prefix])
+    clock = SteppedClock()
+    settings = SafetySettings(withdraw_margin=60, warn_ahead=300)
+    speaker = await make_speaker(lease_list=[], lease_check_interval=0.1, safety=settings, clock=clock)
+    lease_list = leases(ends_in=3600.0, prefixes=[prefix])
     end = lease_list[0].end_time
-    speaker = await make_speaker(lease_list=lease_list, lease_check_interval=0.1,
-                                 safety=SafetySettings(withdraw_margin=3.0))
+    speaker.set_leases(lease_list)
     events = speaker.subscribe()
     await speaker.announce(Announcement(prefix=prefix))
     await bird_has(bgp_lab, "rs1", prefix)
+    withdraw_at = end - timedelta(seconds=60)
+    assert {(a.rs, a.withdraw_at, a.warned) for a in speaker.announced()} == {
+        ("rs1", withdraw_at, False), ("rs2", withdraw_at, False)}
+
+    clock.jump_to(withdraw_at - timedelta(seconds=299))  # inside the 5-minute warning window
     warning = await events_until(events, "lease-warning")
-    assert warning.data["prefix"] == prefix
+    assert warning.data == {"prefix": prefix, "withdraw_at": withdraw_at.isoformat()}
+    assert all(a.warned for a in speaker.announced())
+    assert prefix in bgp_lab.routes("rs1")  # a warning withdraws nothing
+
+    clock.jump_to(withdraw_at)
     withdrawn = await events_until(events, "lease-withdraw")
     assert withdrawn.time < end
     await bird_has(bgp_lab, "rs1", prefix, present=False)
     await bird_has(bgp_lab, "rs2", prefix, present=False)
-    assert datetime.now(UTC) < end  # BIRD lost it before the lease ended
+    assert clock() < end  # BIRD lost it before the lease ended
     assert speaker.announced() == []
+
+
+async def test_a_renewed_lease_is_warned_about_again(make_speaker: SpeakerFactory, bgp_lab: BgpLab) -> None:
+    """Warned, then renewed (a new end): the warning for the new end comes again."""
+    prefix = "2001:db8:107::/48"
+    clock = SteppedClock()
+    settings = SafetySettings(withdraw_margin=60, warn_ahead=300)
+    speaker = await make_speaker(lease_list=leases(ends_in=3600.0, prefixes=[prefix]),
+                                 lease_check_interval=0.1, safety=settings, clock=clock)
+    lease = speaker.leases[0]
+    events = speaker.subscribe()
+    await speaker.announce(Announcement(prefix=prefix, route_servers=["rs1"]))
+    clock.jump_to(lease.end_time - timedelta(seconds=300))
+    first = await events_until(events, "lease-warning")
+    renewed = lease.model_copy(update={"end_time": lease.end_time + timedelta(hours=1)})
+    speaker.set_leases([renewed])
+    assert [a.warned for a in speaker.announced()] == [False]  # the new end has not been warned about
+    clock.jump_to(renewed.end_time - timedelta(seconds=300))
+    second = await events_until(events, "lease-warning")
+    assert first.data["withdraw_at"] != second.data["withdraw_at"]
+    assert second.data["withdraw_at"] == (renewed.end_time - timedelta(seconds=60)).isoformat()
+    assert [a.prefix for a in speaker.announced()] == [prefix]  # still up: it was renewed in time
+
+
+async def test_rate_limit_history_survives_a_restart(make_speaker: SpeakerFactory, bgp_lab: BgpLab) -> None:
+    """The change history is kept in history.json (0600): a new speaker on the same state dir still refuses
+    a second change within the interval."""
+    prefix = "2001:db8:100::/48"
+    settings = SafetySettings(min_change_interval=600)
+    first = await make_speaker(state_name="persist", safety=settings)
+    await first.announce(Announcement(prefix=prefix, route_servers=["rs1"]))
+    await first.stop()
+    await bird_has(bgp_lab, "rs1", prefix, present=False)
+    path = first.history_path
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert prefix in json.loads(path.read_text())["changes"]
+    second = await make_speaker(state_name="persist", safety=settings)
+    with pytest.raises(SafetyError) as info:
+        await second.announce(Announcement(prefix=prefix, route_servers=["rs1"]))
+    assert info.value.rule == "rate-limit"
+    assert second.sent_commands == []
+
+
+async def test_withdrawing_what_is_not_announced_sends_and_records_nothing(make_speaker: SpeakerFactory,
+                                                                           bgp_lab: BgpLab) -> None:
+    """Not announced (anywhere, or on the route servers named): NotAnnouncedError (exit 6), nothing sent,
+    no change recorded, so the rate limit does not lock a later announcement."""
+    speaker = await make_speaker(safety=SafetySettings(min_change_interval=600))
+    prefix = "2001:db8:101::/48"
+    with pytest.raises(NotAnnouncedError) as info:
+        await speaker.withdraw(prefix)
+    assert info.value.exit_code == 6 and "not announced" in info.value.message
+    await speaker.announce(Announcement(prefix=prefix, route_servers=["rs1"]))  # not rate limited
+    await bird_has(bgp_lab, "rs1", prefix)
+    sent = list(speaker.sent_commands)
+    history = speaker.history()
+    with pytest.raises(NotAnnouncedError) as info:
+        await speaker.withdraw(prefix, rs=["rs2"])
+    assert "rs1" in info.value.message
+    assert speaker.sent_commands == sent and speaker.history() == history
+    assert prefix in bgp_lab.routes("rs1")
 
 
 async def events_until(events: Subscription, kind: str) -> SpeakerEvent:

@@ -7,8 +7,10 @@ One lab per module: the tests add users and never destroy it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -49,6 +51,7 @@ class Lab:
     run: LabRun
     summary: dict[str, Any]
     users: list[User] = field(default_factory=list)
+    leaked: list[str] = field(default_factory=list)  # processes a user's clean-up had to kill by PID
 
     @property
     def gateway(self) -> str:
@@ -88,14 +91,25 @@ class Lab:
         self.users.append(handle)
         return handle
 
-    def stop_users(self) -> None:
-        """Stop every user's BGP daemon and tunnel (a failed test must not leave wireguard-go behind)."""
+    def stop_users(self) -> list[str]:
+        """Stop every user's BGP daemon and tunnel (a failed test must not leave wireguard-go behind): ``bgp
+        down``, then every daemon/ExaBGP PID the user's answers showed is killed if it still runs. Returns
+        what had to be killed (a test that leaves nothing behind returns [])."""
+        killed: list[str] = []
         while self.users:
             user = self.users.pop()
-            if (user.state_dir / "bgp" / "control.sock").exists():
-                user.cli("bgp", "down", check=False)
-            if (user.state_dir / "tunnel" / "state.json").exists():
-                user.cli("tunnel", "down", "--keep-registration", check=False)
+            recorded = _recorded_pid(user.state_dir)
+            if recorded is not None:
+                user.pids.add(recorded)
+            try:
+                if (user.state_dir / "bgp" / "control.sock").exists():
+                    user.cli("bgp", "down", check=False)
+                if (user.state_dir / "tunnel" / "state.json").exists():
+                    user.cli("tunnel", "down", "--keep-registration", check=False)
+            finally:
+                killed += [f"{user.name}: pid {pid}" for pid in kill_pids(user.pids)]
+        self.leaked += killed
+        return killed
 
 
 @dataclass
@@ -107,6 +121,7 @@ class User:
     netns: str
     gateway: str
     state_dir: Path
+    pids: set[int] = field(default_factory=set)  # daemon and ExaBGP PIDs seen in this user's answers
 
     @property
     def env(self) -> dict[str, str]:
@@ -122,6 +137,8 @@ class User:
         if check and out.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
         data = json.loads(out.stdout) if out.stdout.strip() else None
+        if isinstance(data, dict) and "daemon_pid" in data:
+            self.pids.update(p for p in (data.get("daemon_pid"), data.get("pid")) if isinstance(p, int))
         return data if check else (out.returncode, data)
 
     def lease(self) -> tuple[int, str]:
@@ -156,13 +173,47 @@ def module_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield handle
         handle.stop_users()
     finally:
-        run.run("down", check=False)
+        _, down = run.run("down", check=False)
+    # Everything a user started must be gone before the lab goes: the lab never signals it, it reports it.
+    assert down is not None and down["not_ours_left_running"] == {}, down
 
 
 @pytest.fixture
 def lab(module_lab: Lab) -> Iterator[Lab]:
-    """The module's lab; the users a test adds have their daemons and tunnels stopped after it."""
+    """The module's lab; the users a test adds have their daemons and tunnels stopped after it, and the test
+    fails if any of their processes survived ``bgp down`` (they are killed by PID)."""
     try:
         yield module_lab
     finally:
-        module_lab.stop_users()
+        killed = module_lab.stop_users()
+    assert not killed, f"processes survived bgp down and were killed by PID: {killed}"
+
+
+def _recorded_pid(state_dir: Path) -> int | None:
+    try:
+        return int((state_dir / "bgp" / "daemon.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def kill_pids(pids: set[int]) -> list[int]:
+    """SIGTERM, then SIGKILL, every PID still alive (only PIDs our own answers named); return those."""
+    running = [pid for pid in pids if alive(pid)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in running) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return running

@@ -29,9 +29,11 @@ def test_whole_slice_in_a_user_namespace(lab: Lab, tmp_path: Path) -> None:
     alice = lab.add_user("alice", tmp_path)
     asn, prefix = alice.lease()
 
-    # No `tunnel up` first: `bgp up` brings the WireGuard tunnel up itself (ensure_tunnel, real wireguard-go).
+    # No `tunnel up` first: the daemon `bgp up` starts brings the WireGuard tunnel up itself (real
+    # wireguard-go, hosted by the same user-side process as the speaker) and records that it did.
     up = alice.cli("bgp", "up", "--netns", alice.netns)
     assert up["netns"] == alice.netns and up["asn"] == asn
+    assert up["tunnel"]["created_by_bgp"] is True and len(up["tunnel"]["interfaces"]) == 2
     peers = alice.cli("tunnel", "status")["peers"]
     assert [p["rs"] for p in peers] == list(ROUTE_SERVERS)
     assert all(p["netns"] == alice.netns and p["handshake_age_s"] is not None and p["rtt_ms"] is not None
@@ -81,8 +83,14 @@ def test_whole_slice_in_a_user_namespace(lab: Lab, tmp_path: Path) -> None:
 
     assert {k: v for k, v in lab.sessions_since().items() if k in since} == since, "a BGP session was reset"
     assert {k: v for k, v in since.items() if k in before} == before
-    alice.cli("bgp", "down")
-    alice.cli("tunnel", "down")
+    # bgp up brought the tunnel up, so bgp down takes it down: interfaces, wireguard-go and registration.
+    down = alice.cli("bgp", "down")
+    assert sorted(down["tunnel_removed"]) == sorted(up["tunnel"]["interfaces"])
+    assert alice.cli("tunnel", "status")["peers"] == []
+    for ifname in up["tunnel"]["interfaces"]:
+        assert not Path(f"/var/run/wireguard/{ifname}.sock").exists()
+    for rs in ROUTE_SERVERS:
+        wait_until(lambda rs=rs: lab.user_protocol(rs, asn) is None, what=f"alice's protocol gone from {rs}")
 
 
 def test_key_rotation_and_tunnel_down_reach_both_route_servers(lab: Lab, tmp_path: Path) -> None:
@@ -96,7 +104,10 @@ def test_key_rotation_and_tunnel_down_reach_both_route_servers(lab: Lab, tmp_pat
     old_key = first["public_key"]
     for rs in ROUTE_SERVERS:
         assert old_key in rs_peer_keys(lab, rs)
-    bob.cli("bgp", "up", "--netns", bob.netns)
+    code, refused = bob.cli("bgp", "up", "--netns", f"{bob.netns}-x", check=False)
+    assert code == 2 and bob.netns in refused["message"]  # the tunnel lives elsewhere: refused up front
+    up = bob.cli("bgp", "up")  # no --netns: the tunnel's namespace
+    assert up["netns"] == bob.netns and up["tunnel"]["created_by_bgp"] is False
     wait_until(bob.established, what="bob's sessions")
     protocols = {rs: wait_until(lambda rs=rs: lab.user_protocol(rs, asn), what=f"bob's session on {rs}")
                  for rs in ROUTE_SERVERS}
@@ -120,7 +131,9 @@ def test_key_rotation_and_tunnel_down_reach_both_route_servers(lab: Lab, tmp_pat
     assert all(prefix in lab.accepted(rs, protocols[rs].name) for rs in ROUTE_SERVERS)
     assert lab.sessions_since() == since, "a BGP session was reset by the key rotation"
 
-    bob.cli("bgp", "down")
+    stopped = bob.cli("bgp", "down")
+    assert stopped["tunnel_kept"] is True and stopped["tunnel_removed"] == []  # bob brought it up himself
+    assert all(p["rtt_ms"] is not None for p in bob.cli("tunnel", "status")["peers"])
     down = bob.cli("tunnel", "down")
     assert down["deregistered"] and len(down["removed"]) == 2
     for rs in ROUTE_SERVERS:

@@ -5,6 +5,8 @@ from peerlab_tui.core.bgp.errors import (
     CommandRejectedError,
     CommandTimeoutError,
     ExaBgpError,
+    MalformedError,
+    NotAnnouncedError,
     SafetyError,
     SpeakerNotRunningError,
     UnknownRouteServerError,
@@ -23,6 +25,7 @@ from peerlab_tui.core.bgp.model import (
 )
 from peerlab_tui.core.bgp.safety import SafetySettings, check_announcement, lease_actions
 from peerlab_tui.core.bgp.speaker import Speaker, Subscription
+from peerlab_tui.core.bgp.userside import UserSide, UserSideSpec
 
 __all__ = [
     "AnnouncedRoute",
@@ -31,7 +34,9 @@ __all__ = [
     "CommandRejectedError",
     "CommandTimeoutError",
     "ExaBgpError",
+    "MalformedError",
     "NeighborConfig",
+    "NotAnnouncedError",
     "Preview",
     "ReceivedRoute",
     "SafetyError",
@@ -45,6 +50,8 @@ __all__ = [
     "SpeakerStatus",
     "Subscription",
     "UnknownRouteServerError",
+    "UserSide",
+    "UserSideSpec",
     "check_announcement",
     "lease_actions",
 ]

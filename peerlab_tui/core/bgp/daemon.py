@@ -1,42 +1,43 @@
-"""The long-running user-side BGP process and its JSON-lines control socket.
+"""The long-running user-side process (``bgp serve``) and its JSON-lines control socket.
 
-``bgp up`` writes a :class:`DaemonSpec` (speaker configuration, leases, safety settings, gateway URL) to
-``STATE_DIR/bgp/daemon.json`` and starts ``peerlab-tui bgp serve``, which runs :func:`serve`: the
-:class:`Speaker`, the lease refresh from the gateway (the token comes from the environment, never from a
-file), and the control socket ``STATE_DIR/bgp/control.sock`` (mode 0600). Each connection carries one
-request line ``{"op": ..., ...}`` and gets one answer line ``{"ok": true, "result": ...}`` or
-``{"ok": false, "error": class, "message": ..., "exit_code": n, "rule": ...}``; :class:`ControlClient` turns
-the latter back into the same kind of :class:`PeerlabError`.
+``bgp up`` writes a :class:`DaemonSpec` (the :class:`UserSideSpec`: options, leases, safety settings, gateway
+URL) to ``STATE_DIR/bgp/daemon.json`` and starts ``peerlab-tui bgp serve``, which runs :func:`serve`: a
+:class:`UserSide` (the WireGuard tunnel when it is not up, the :class:`Speaker`, the lease refresh; the token
+comes from the environment, never from a file) and the control socket ``STATE_DIR/bgp/control.sock`` (mode
+0600). Each connection carries one request line ``{"op": ..., ...}`` and gets one answer line ``{"ok": true,
+"result": ...}`` or ``{"ok": false, "error": class, "message": ..., "exit_code": n, "rule": ...}``;
+:class:`ControlClient` turns the latter back into the same kind of :class:`PeerlabError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from peerlab_tui.core.bgp.errors import (
     BgpError,
     CommandRejectedError,
+    CommandTimeoutError,
     ExaBgpError,
+    MalformedError,
+    NotAnnouncedError,
     SafetyError,
     SpeakerNotRunningError,
     UnknownRouteServerError,
 )
-from peerlab_tui.core.bgp.model import Announcement, SpeakerConfig
-from peerlab_tui.core.bgp.safety import SafetySettings
-from peerlab_tui.core.bgp.speaker import Speaker
+from peerlab_tui.core.bgp.model import Announcement
+from peerlab_tui.core.bgp.userside import UserSide, UserSideSpec, bgp_dir
 from peerlab_tui.core.errors import ConfigError, ExitCode, InputError, PeerlabError
-from peerlab_tui.core.models import Lease, UserInfo
+from peerlab_tui.core.gateway import GatewayClient
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,10 @@ PID_FILE = "daemon.pid"
 LOG_FILE = "daemon.log"
 REQUEST_LIMIT = 1 << 20
 
+DaemonSpec = UserSideSpec
 
-def bgp_dir(state_dir: Path) -> Path:
-    """Where the BGP daemon keeps its files inside the user state directory."""
-    return Path(state_dir) / "bgp"
+__all__ = ["CONTROL_SOCKET", "LOG_FILE", "PID_FILE", "SPEC_FILE", "ControlClient", "Daemon", "DaemonSpec",
+           "bgp_dir", "control_path", "daemon_pid", "read_spec", "rebuild_error", "serve", "write_spec"]
 
 
 def control_path(state_dir: Path) -> Path:
@@ -61,20 +62,12 @@ def control_path(state_dir: Path) -> Path:
     return path
 
 
-class DaemonSpec(BaseModel):
-    """What ``bgp serve`` runs, written by ``bgp up`` (no secrets in it)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    speaker: SpeakerConfig
-    leases: list[Lease] = Field(default_factory=list)
-    safety: dict[str, float | int | None] = Field(default_factory=dict)
-    gateway_url: str | None = None
-    lease_refresh_seconds: float = 60.0
-
-    def safety_settings(self) -> SafetySettings:
-        """The :class:`SafetySettings` of this spec."""
-        return dataclasses.replace(SafetySettings(), **self.safety)  # type: ignore[arg-type]
+def daemon_pid(state_dir: Path) -> int | None:
+    """The PID the daemon of ``state_dir`` recorded (None when it recorded none)."""
+    try:
+        return int((bgp_dir(state_dir) / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def write_spec(state_dir: Path, spec: DaemonSpec) -> Path:
@@ -99,39 +92,32 @@ def read_spec(state_dir: Path) -> DaemonSpec:
         raise ConfigError(f"{path} is not a valid BGP daemon configuration: {exc}") from exc
 
 
-LeaseSource = Callable[[], Awaitable[UserInfo]]
-
-
 class Daemon:
-    """A :class:`Speaker` served on the control socket, with its leases refreshed from the gateway."""
+    """A :class:`UserSide` served on the control socket."""
 
-    def __init__(self, state_dir: Path, spec: DaemonSpec, *, lease_source: LeaseSource | None = None,
+    def __init__(self, state_dir: Path, spec: DaemonSpec, *, gateway: GatewayClient | None = None,
                  **speaker_options: Any) -> None:
         self.state_dir = Path(state_dir)
         self.spec = spec
         self.dir = bgp_dir(self.state_dir)
         self.socket_path = control_path(self.state_dir)
-        self.speaker = Speaker(spec.speaker, self.dir, leases=spec.leases, safety=spec.safety_settings(),
-                               **speaker_options)
-        self._lease_source = lease_source
+        self.userside = UserSide(self.state_dir, spec, gateway=gateway, **speaker_options)
         self._stop = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
-        self._refresh: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start the speaker, then listen on the control socket."""
+        """Record the PID, start the user side (tunnel, speaker), then listen on the control socket."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.socket_path.exists():
             if await _answers(self.socket_path):
                 raise BgpError(f"a BGP daemon already runs for {self.state_dir} ({self.socket_path})")
             self.socket_path.unlink()
-        await self.speaker.start()
+        # First, so that whoever started us can stop us by PID even while the tunnel comes up.
+        (self.dir / PID_FILE).write_text(f"{os.getpid()}\n")
+        await self.userside.start()
         self._server = await asyncio.start_unix_server(self._client, path=str(self.socket_path),
                                                        limit=REQUEST_LIMIT)
         os.chmod(self.socket_path, 0o600)
-        (self.dir / PID_FILE).write_text(f"{os.getpid()}\n")
-        if self._lease_source is not None:
-            self._refresh = asyncio.create_task(self._refresh_leases(), name="bgp-lease-refresh")
 
     async def wait(self) -> None:
         """Until ``down`` (or :meth:`request_stop`)."""
@@ -141,29 +127,16 @@ class Daemon:
         """Ask the daemon to stop (signal handlers, the ``down`` request)."""
         self._stop.set()
 
-    async def stop(self) -> None:
-        """Stop serving and stop the speaker (its sessions close)."""
-        if self._refresh is not None:
-            self._refresh.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresh
-        if self._server is not None:
-            self._server.close()
-        await self.speaker.stop()
-        for name in (CONTROL_SOCKET, PID_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                (self.dir / name).unlink()
-
-    async def _refresh_leases(self) -> None:
-        assert self._lease_source is not None
-        while True:
-            await asyncio.sleep(self.spec.lease_refresh_seconds)
-            try:
-                info = await self._lease_source()
-            except PeerlabError as exc:  # keep the last known leases; the schedule still follows them
-                log.warning("could not refresh the leases from the gateway: %s", exc)
-                continue
-            self.speaker.set_leases(info.active_leases)
+    async def stop(self) -> dict[str, Any]:
+        """Stop the user side (sessions close; a tunnel it created goes), then stop serving."""
+        try:
+            return await self.userside.stop()
+        finally:
+            if self._server is not None:
+                self._server.close()
+            for name in (CONTROL_SOCKET, PID_FILE):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.dir / name).unlink()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -197,19 +170,24 @@ class Daemon:
         """Answer one control request (``status``, ``preview``, ``announce``, ``withdraw``, ``received``,
         ``down``)."""
         op = request.get("op")
-        sp = self.speaker
+        side = self.userside
+        sp = side.speaker
         if op == "status":
             status = sp.status().model_dump(mode="json")
             status["leases"] = [lease.model_dump(mode="json") for lease in sp.leases]
             status["daemon_pid"] = os.getpid()
-            status["netns"] = self.spec.speaker.netns
+            status["netns"] = side.netns
+            status["options"] = self.spec.options()
+            status["exabgp_version"] = sp.exabgp_version
+            status["tunnel"] = {"created_by_bgp": side.tunnel_created,
+                                "interfaces": [r.ifname for r in side.tunnel.load_state()]}
             return status
         if op in ("preview", "announce"):
             try:
                 ann = Announcement.model_validate(request.get("announcement"))
             except ValidationError as exc:
                 raise InputError(f"bad announcement: {exc}") from exc
-            preview = sp.preview(ann) if op == "preview" else await sp.announce(ann)
+            preview = await side.preview(ann) if op == "preview" else await side.announce(ann)
             return preview.model_dump(mode="json")
         if op == "withdraw":
             rs = request.get("rs")
@@ -217,20 +195,22 @@ class Daemon:
         if op == "received":
             return [r.model_dump(mode="json") for r in sp.received(request.get("rs"))]
         if op == "down":
+            # Stopped before answering, so the answer says what went (and a tunnel we created is gone).
+            stopped = await self.stop()
             self.request_stop()
-            return {"stopping": True}
+            return {"stopping": True, **stopped}
         raise InputError(f"unknown control request {op!r}")
 
 
-async def serve(state_dir: Path, *, lease_source: LeaseSource | None = None, **speaker_options: Any) -> None:
+async def serve(state_dir: Path, *, gateway: GatewayClient | None = None, **speaker_options: Any) -> None:
     """Run the daemon of ``state_dir`` until ``down``, SIGTERM or SIGINT."""
-    daemon = Daemon(state_dir, read_spec(state_dir), lease_source=lease_source, **speaker_options)
+    daemon = Daemon(state_dir, read_spec(state_dir), gateway=gateway, **speaker_options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
-    await daemon.start()
-    log.info("BGP daemon up: control socket %s", daemon.socket_path)
     try:
+        await daemon.start()
+        log.info("BGP daemon up: control socket %s", daemon.socket_path)
         await daemon.wait()
     finally:
         await daemon.stop()
@@ -245,27 +225,37 @@ async def _answers(path: Path) -> bool:
 
 
 _ERRORS: dict[str, type[PeerlabError]] = {
-    cls.__name__: cls for cls in (SpeakerNotRunningError, ExaBgpError, UnknownRouteServerError, InputError,
-                                  ConfigError, BgpError, CommandRejectedError)
+    cls.__name__: cls for cls in (SpeakerNotRunningError, ExaBgpError, InputError, ConfigError, BgpError,
+                                  NotAnnouncedError)
 }
+_RULED: dict[str, type[SafetyError]] = {"SafetyError": SafetyError}
+_ONE_ARG_RULED: dict[str, Callable[[str], SafetyError]] = {"MalformedError": MalformedError,
+                                                "UnknownRouteServerError": UnknownRouteServerError}
 
 
 def rebuild_error(answer: dict[str, Any]) -> PeerlabError:
-    """The :class:`PeerlabError` a failed control answer stands for (same message, rule and exit code)."""
+    """The :class:`PeerlabError` a failed control answer stands for (same class, message, rule, exit code)."""
     message = str(answer.get("message", "the BGP daemon failed"))
-    if answer.get("error") == "SafetyError":
-        error = SafetyError(str(answer.get("rule", "")), "")
-        error.message = message
-        error.args = (message,)
-        return error
-    cls = _ERRORS.get(str(answer.get("error")))
-    if cls is not None and cls is not CommandRejectedError:
-        return cls(message)
-    code = answer.get("exit_code")
-    by_code: dict[Any, type[PeerlabError]] = {ExitCode.USAGE: InputError,
-                                              ExitCode.UNREACHABLE: SpeakerNotRunningError,
-                                              ExitCode.NOT_FOUND: UnknownRouteServerError}
-    return by_code.get(code, ExaBgpError)(message)
+    name = str(answer.get("error"))
+    error: PeerlabError
+    if name in _ONE_ARG_RULED:
+        error = _ONE_ARG_RULED[name]("")
+    elif name in _RULED:
+        error = _RULED[name](str(answer.get("rule", "")), "")
+    elif name in ("CommandRejectedError", "CommandTimeoutError"):
+        error = (CommandRejectedError if name == "CommandRejectedError" else CommandTimeoutError)(
+            message, command=str(answer.get("command", "")))
+    elif name in _ERRORS:
+        error = _ERRORS[name](message)
+    else:
+        by_code: dict[Any, type[PeerlabError]] = {ExitCode.USAGE: InputError,
+                                                  ExitCode.UNREACHABLE: SpeakerNotRunningError,
+                                                  ExitCode.NOT_FOUND: NotAnnouncedError}
+        error = by_code.get(answer.get("exit_code"), ExaBgpError)(message)
+    # The daemon's message is the whole text already (a SafetyError's includes its rule).
+    error.message = message
+    error.args = (message,)
+    return error
 
 
 class ControlClient:

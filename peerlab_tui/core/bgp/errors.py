@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peerlab_tui.core.errors import ExitCode, PeerlabError
+from peerlab_tui.core.errors import ExitCode, InputError, PeerlabError
 
 
 class BgpError(PeerlabError):
@@ -37,12 +37,6 @@ class CommandTimeoutError(ExaBgpError):
         self.command = command
 
 
-class UnknownRouteServerError(BgpError):
-    """A route server name that the speaker has no neighbor for."""
-
-    exit_code = ExitCode.NOT_FOUND
-
-
 class SafetyError(BgpError):
     """A client-side safety rule refused an announcement before anything was sent.
 
@@ -56,3 +50,28 @@ class SafetyError(BgpError):
     def __init__(self, rule: str, message: str) -> None:
         super().__init__(f"refused by rule {rule!r}: {message}")
         self.rule = rule
+
+
+class MalformedError(SafetyError, InputError):
+    """A malformed value (prefix, community, MED, next hop) or an IPv4 prefix: bad input (exit 2), refused
+    before anything is sent, with the rule ``malformed``."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__("malformed", message)
+
+
+class UnknownRouteServerError(SafetyError):
+    """A route server name that the speaker has no neighbor for (exit 6, rule ``route-server``)."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+    def __init__(self, message: str) -> None:
+        super().__init__("route-server", message)
+
+
+class NotAnnouncedError(BgpError):
+    """A withdrawal of a prefix that is not announced (on those route servers): nothing was sent."""
+
+    exit_code = ExitCode.NOT_FOUND

@@ -131,6 +131,8 @@ class AnnouncedRoute(_Model):
     command: str
     as_path: list[int]
     announcement: Announcement
+    withdraw_at: datetime | None = None  # when the lease schedule withdraws it (None: at the next check)
+    warned: bool = False  # the warning ahead of that withdrawal was given
 
 
 class SpeakerStatus(_Model):

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
-from peerlab_tui.core.bgp.errors import SafetyError
+from peerlab_tui.core.bgp.errors import MalformedError, SafetyError, UnknownRouteServerError
 from peerlab_tui.core.bgp.model import Announcement
 from peerlab_tui.core.models import Lease
 
@@ -59,16 +59,16 @@ def parse_prefix(prefix: str) -> ipaddress.IPv6Network:
     try:
         net = ipaddress.ip_network(prefix.strip(), strict=True)
     except ValueError as exc:
-        raise SafetyError("malformed", f"{prefix!r} is not a prefix in CIDR form with zero host bits, "
+        raise MalformedError(f"{prefix!r} is not a prefix in CIDR form with zero host bits, "
                                        f"e.g. 2001:db8:100::/48 ({exc})") from exc
     if not isinstance(net, ipaddress.IPv6Network):
-        raise SafetyError("malformed", f"{prefix} is an IPv4 prefix; only IPv6 unicast prefixes are allowed")
+        raise MalformedError(f"{prefix} is an IPv4 prefix; only IPv6 unicast prefixes are allowed")
     return net
 
 
-def unknown_route_servers(unknown: Sequence[str], known: Iterable[str]) -> SafetyError:
+def unknown_route_servers(unknown: Sequence[str], known: Iterable[str]) -> UnknownRouteServerError:
     """The refusal for route server names the speaker has no neighbor for (or an empty selection)."""
-    return SafetyError("route-server", f"unknown route server(s) {', '.join(unknown) or '(empty list)'}; "
+    return UnknownRouteServerError(f"unknown route server(s) {', '.join(unknown) or '(empty list)'}; "
                                        f"known: {', '.join(sorted(known)) or 'none'}")
 
 
@@ -93,7 +93,7 @@ def _check_pairs(values: Sequence[str], parts: int, maximum: int, rule: str, exa
         pieces = value.split(":")
         ok = len(pieces) == parts and all(p.isdigit() for p in pieces)
         if not ok or any(int(p) > maximum for p in pieces):
-            raise SafetyError("malformed", f"{rule} {value!r} must be {example} with each part an integer "
+            raise MalformedError(f"{rule} {value!r} must be {example} with each part an integer "
                                            f"from 0 to {maximum}")
 
 
@@ -106,6 +106,10 @@ def check_announcement(ann: Announcement, leases: Sequence[Lease], settings: Saf
     skips that check).
     """
     net = parse_prefix(ann.prefix)
+    if route_servers is not None and ann.route_servers is not None:
+        unknown = sorted(set(ann.route_servers) - set(route_servers))
+        if unknown or not ann.route_servers:
+            raise unknown_route_servers(unknown, route_servers)
     active = [lease for lease in leases if _active(lease, now)]
     lease = covering_lease(net, active, now)
     if lease is None:
@@ -120,10 +124,6 @@ def check_announcement(ann: Announcement, leases: Sequence[Lease], settings: Saf
     if now >= lease.end_time - timedelta(seconds=settings.withdraw_margin):
         raise SafetyError("lease", f"lease {lease.prefix} ends at {lease.end_time.isoformat()}, within the "
                                    f"{settings.withdraw_margin:g} s withdrawal margin; renew it first")
-    if route_servers is not None and ann.route_servers is not None:
-        unknown = sorted(set(ann.route_servers) - set(route_servers))
-        if unknown or not ann.route_servers:
-            raise unknown_route_servers(unknown, route_servers)
     if ann.prepend < 0 or ann.prepend > settings.max_prepend:
         raise SafetyError("prepend", f"prepend {ann.prepend} is not allowed: 0 to {settings.max_prepend}")
     path_len = 1 + ann.prepend
@@ -139,14 +139,14 @@ def check_announcement(ann: Announcement, leases: Sequence[Lease], settings: Saf
     _check_pairs(ann.communities, 2, MAX_COMMUNITY_PART, "community", "A:B")
     _check_pairs(ann.large_communities, 3, MAX_LARGE_COMMUNITY_PART, "large community", "A:B:C")
     if ann.med is not None and not 0 <= ann.med <= MAX_MED:
-        raise SafetyError("malformed", f"MED {ann.med} is out of range: 0 to {MAX_MED}")
+        raise MalformedError(f"MED {ann.med} is out of range: 0 to {MAX_MED}")
     if ann.next_hop is not None:
         try:
             hop = ipaddress.IPv6Address(ann.next_hop)
         except ValueError as exc:
-            raise SafetyError("malformed", f"next hop {ann.next_hop!r} is not an IPv6 address") from exc
+            raise MalformedError(f"next hop {ann.next_hop!r} is not an IPv6 address") from exc
         if hop.is_unspecified or hop.is_multicast:
-            raise SafetyError("malformed", f"next hop {ann.next_hop} must be a unicast IPv6 address")
+            raise MalformedError(f"next hop {ann.next_hop} must be a unicast IPv6 address")
     check_rate(str(net), settings, history, now)
     return lease
 
@@ -170,12 +170,29 @@ class LeaseAction:
     action: str  # "warn" or "withdraw"
     at: datetime  # when the withdrawal happens (or happened)
     reason: str
+    lease_end: datetime | None = None  # the end of the covering lease (None: no lease covers it)
+
+    @property
+    def key(self) -> tuple[str, datetime | None]:
+        """What a warning is remembered by: a renewed lease (a new end) warns again."""
+        return (self.prefix, self.lease_end)
+
+
+def withdraw_time(prefix: str, leases: Sequence[Lease], settings: SafetySettings,
+                  now: datetime) -> datetime | None:
+    """When the schedule withdraws ``prefix`` (``withdraw_margin`` before its lease ends); None when no
+    active lease covers it (it is withdrawn at the next check)."""
+    try:
+        lease = covering_lease(ipaddress.IPv6Network(prefix), leases, now)
+    except ValueError:
+        return None
+    return None if lease is None else lease.end_time - timedelta(seconds=settings.withdraw_margin)
 
 
 def lease_actions(announced: Iterable[str], leases: Sequence[Lease], settings: SafetySettings,
-                  now: datetime, warned: Collection[str]) -> list[LeaseAction]:
-    """Warnings (once, ``warn_ahead`` before the withdrawal) and withdrawals (``withdraw_margin`` before the
-    lease ends, or at once when no active lease covers the prefix any more)."""
+                  now: datetime, warned: Collection[tuple[str, datetime | None]]) -> list[LeaseAction]:
+    """Warnings (once per (prefix, lease end), ``warn_ahead`` before the withdrawal) and withdrawals
+    (``withdraw_margin`` before the lease ends, or at once when no active lease covers the prefix)."""
     actions: list[LeaseAction] = []
     margin = timedelta(seconds=settings.withdraw_margin)
     for prefix in sorted(set(announced)):
@@ -190,9 +207,11 @@ def lease_actions(announced: Iterable[str], leases: Sequence[Lease], settings: S
         withdraw_at = lease.end_time - margin
         if now >= withdraw_at:
             actions.append(LeaseAction(prefix, "withdraw", withdraw_at,
-                                       f"lease {lease.prefix} ends at {lease.end_time.isoformat()}"))
-        elif now >= withdraw_at - timedelta(seconds=settings.warn_ahead) and prefix not in warned:
+                                       f"lease {lease.prefix} ends at {lease.end_time.isoformat()}",
+                                       lease.end_time))
+        elif (now >= withdraw_at - timedelta(seconds=settings.warn_ahead)
+              and (prefix, lease.end_time) not in warned):
             actions.append(LeaseAction(prefix, "warn", withdraw_at,
                                        f"lease {lease.prefix} ends at {lease.end_time.isoformat()}; "
-                                       f"withdrawing at {withdraw_at.isoformat()}"))
+                                       f"withdrawing at {withdraw_at.isoformat()}", lease.end_time))
     return actions

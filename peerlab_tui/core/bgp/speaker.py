@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -19,7 +21,7 @@ import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from peerlab_tui.core.bgp import render
@@ -27,6 +29,7 @@ from peerlab_tui.core.bgp.errors import (
     CommandRejectedError,
     CommandTimeoutError,
     ExaBgpError,
+    NotAnnouncedError,
     SpeakerNotRunningError,
     UnknownRouteServerError,
 )
@@ -51,11 +54,13 @@ from peerlab_tui.core.bgp.model import (
     SpeakerStatus,
 )
 from peerlab_tui.core.bgp.safety import (
+    REMOTE_CHANGE_INTERVAL,
     SafetySettings,
     check_announcement,
     lease_actions,
     parse_prefix,
     unknown_route_servers,
+    withdraw_time,
 )
 from peerlab_tui.core.models import Lease
 from peerlab_tui.core.netns import netns_prefix
@@ -64,6 +69,12 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes
+HISTORY_FILE = "history.json"
+HISTORY_KEEP = timedelta(days=1)  # changes older than this (and than the interval) are forgotten
+EXABGP_MIN = (5, 0, 13)
+EXABGP_BELOW = (5, 1)
+_VERSION_RE = re.compile(r"ExaBGP\s*:\s*(\d+)\.(\d+)\.(\d+)")
+_checked_versions: dict[str, str] = {}
 
 
 def _utcnow() -> datetime:
@@ -79,6 +90,37 @@ def find_exabgp() -> str:
     if found is None:
         raise ExaBgpError("exabgp is not installed (pip install 'exabgp>=5.0.13,<5.1')")
     return found
+
+
+def parse_exabgp_version(text: str) -> tuple[int, int, int] | None:
+    """The version in ``exabgp version``'s output (``ExaBGP : 5.0.15``), None when absent."""
+    m = _VERSION_RE.search(text)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+async def check_exabgp_version(exabgp: str) -> str:
+    """Refuse an ExaBGP outside 5.0.13 <= version < 5.1 (its API and JSON differ); return the version.
+
+    Checked once per executable per process (``exabgp version`` takes a quarter of a second).
+    """
+    if exabgp in _checked_versions:
+        return _checked_versions[exabgp]
+    try:
+        proc = await asyncio.create_subprocess_exec(exabgp, "version", stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    except (OSError, TimeoutError) as exc:
+        raise ExaBgpError(f"cannot run '{exabgp} version': {exc}") from exc
+    version = parse_exabgp_version(out.decode(errors="replace"))
+    if version is None:
+        raise ExaBgpError(f"'{exabgp} version' printed no version: {out.decode(errors='replace')[:200]!r}")
+    text = ".".join(map(str, version))
+    if not EXABGP_MIN <= version < (*EXABGP_BELOW, 0):
+        raise ExaBgpError(f"ExaBGP {text} at {exabgp} is not supported: need >= 5.0.13 and < 5.1 "
+                          "(pip install 'exabgp>=5.0.13,<5.1')")
+    _checked_versions[exabgp] = text
+    return text
 
 
 @dataclass
@@ -153,8 +195,8 @@ class Speaker:
         self._by_peer = {n.address: n.name for n in config.neighbors}
         self._sessions = {n.name: _Session(n) for n in config.neighbors}
         self._desired: dict[tuple[str, str], AnnouncedRoute] = {}  # (prefix, rs) -> what is up
-        self._history: dict[str, datetime] = {}  # prefix -> last change
-        self._warned: set[str] = set()
+        self._history: dict[str, datetime] = {}  # prefix -> last change (persisted in history.json)
+        self._warned: set[tuple[str, datetime | None]] = set()  # (prefix, lease end) warned about
         self._subscribers: set[Subscription] = set()
         self._pending: deque[asyncio.Future[bool]] = deque()
         self._op_lock = asyncio.Lock()
@@ -171,6 +213,9 @@ class Speaker:
         self.socket_path = self.state_dir / "exabgp-relay.sock"
         self.config_path = self.state_dir / "exabgp.conf"
         self.log_path = self.state_dir / "exabgp.log"
+        self.history_path = self.state_dir / HISTORY_FILE
+        self.exabgp_version: str | None = None
+        self.stray_acks = 0  # acks that arrived with no command waiting (skipped)
         self.restarts = 0
         self.last_restart_reason: str | None = None
         self.last_restart_at: datetime | None = None
@@ -183,6 +228,8 @@ class Speaker:
         if self._running:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.exabgp_version = await check_exabgp_version(self._exabgp or find_exabgp())
+        self._load_history()
         if len(str(self.socket_path)) > SOCKET_PATH_MAX:
             self._socket_dir = Path(tempfile.mkdtemp(prefix="peerlab-bgp-"))
             self.socket_path = self._socket_dir / "relay.sock"
@@ -369,6 +416,49 @@ class Speaker:
                 log.error("could not restore %s on %s: %s", key[0], key[1], exc)
                 self._emit("error", rs=key[1], message=f"could not restore {key[0]}: {exc}")
 
+    # --- change history (rate limit) ---------------------------------------------------------------------
+
+    def _load_history(self) -> None:
+        """Load the change history, so a restarted speaker (``bgp down && bgp up``) keeps the rate limit."""
+        try:
+            data = json.loads(self.history_path.read_text())
+            loaded = {str(k): datetime.fromisoformat(v) for k, v in dict(data.get("changes", {})).items()}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            # A damaged file must not stop the speaker; the limit then starts afresh (and says so).
+            log.warning("ignoring the unreadable change history %s: %s", self.history_path, exc)
+            return
+        for prefix, when in loaded.items():
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            if prefix not in self._history or self._history[prefix] < when:
+                self._history[prefix] = when
+
+    def _record_change(self, prefix: str) -> None:
+        self._history[prefix] = self._clock()
+        interval = max(self.safety.min_change_interval, REMOTE_CHANGE_INTERVAL)
+        keep = max(HISTORY_KEEP, timedelta(seconds=interval))
+        cutoff = self._clock() - keep
+        self._history = {p: t for p, t in self._history.items() if t >= cutoff}
+        data = {"version": 1, "changes": {p: t.isoformat() for p, t in sorted(self._history.items())}}
+        tmp = self.history_path.with_name(f".{HISTORY_FILE}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh, indent=1)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.history_path)  # atomic: a reader sees the old or the new file, never half
+        except OSError as exc:
+            log.error("could not save the change history %s: %s", self.history_path, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def history(self) -> dict[str, datetime]:
+        """Prefix -> time of its last change (what the rate limit checks)."""
+        return dict(self._history)
+
     # --- commands ----------------------------------------------------------------------------------------
 
     async def _send(self, line: str) -> None:
@@ -434,8 +524,7 @@ class Speaker:
                 self._desired.pop((pv.prefix, name), None)  # keep first-announced order fresh
                 self._desired[(pv.prefix, name)] = AnnouncedRoute(rs=name, prefix=pv.prefix, command=command,
                                                                   as_path=pv.as_path, announcement=ann)
-            self._history[pv.prefix] = self._clock()
-            self._warned.discard(pv.prefix)
+            self._record_change(pv.prefix)
         self._emit("announce", message=f"announced {pv.prefix} to {', '.join(pv.route_servers)}",
                    data={"prefix": pv.prefix, "route_servers": pv.route_servers, "commands": pv.commands})
         return pv
@@ -444,22 +533,35 @@ class Speaker:
         """Withdraw ``prefix`` from the given route servers (default: wherever it is announced, else all).
 
         Withdrawals are never rate limited (they only reduce what is visible). Returns the commands sent.
+        A prefix that is not announced (on those route servers) raises :class:`NotAnnouncedError`: nothing is
+        sent and no change is recorded.
         """
+        if not self._running:
+            raise SpeakerNotRunningError("the speaker is not started")
         net = str(parse_prefix(prefix))
-        if rs is None:
-            announced = sorted(name for (p, name) in self._desired if p == net)
-            targets = self._targets(announced or None)
-        else:
-            targets = self._targets(rs)
+        wanted = None if rs is None else {n.name for n in self._targets(rs)}
+        announced = sorted(name for (p, name) in self._desired
+                           if p == net and (wanted is None or name in wanted))
+        if not announced:
+            where = sorted(name for (p, name) in self._desired if p == net)
+            listed = ", ".join(sorted({p for (p, _) in self._desired})) or "nothing"
+            detail = (f"it is announced to {', '.join(where)} only" if where else f"announced: {listed}")
+            on = "" if rs is None else f" to {', '.join(sorted(wanted or ()))}"
+            raise NotAnnouncedError(f"{net} is not announced{on}; nothing withdrawn ({detail})")
+        targets = self._targets(announced)
         await self._wait_ready()
         sent: list[str] = []
         async with self._op_lock:
             for neighbor in targets:
+                if (net, neighbor.name) not in self._desired:
+                    continue  # withdrawn meanwhile (the lease schedule)
                 command = render.withdraw_command(neighbor, net)
                 await self._send(command)
                 self._desired.pop((net, neighbor.name), None)
                 sent.append(command)
-            self._history[net] = self._clock()
+            if not sent:
+                raise NotAnnouncedError(f"{net} is not announced any more; nothing withdrawn")
+            self._record_change(net)
         self._emit("withdraw", message=f"withdrew {net} from {', '.join(t.name for t in targets)}",
                    data={"prefix": net, "route_servers": [t.name for t in targets], "commands": sent})
         return sent
@@ -492,7 +594,7 @@ class Speaker:
         announced = {p for (p, _) in self._desired}
         for action in lease_actions(announced, self._leases, self.safety, self._clock(), self._warned):
             if action.action == "warn":
-                self._warned.add(action.prefix)
+                self._warned.add(action.key)
                 log.warning("%s will be withdrawn at %s: %s", action.prefix, action.at.isoformat(),
                             action.reason)
                 self._emit("lease-warning", message=f"{action.prefix} will be withdrawn at "
@@ -501,11 +603,13 @@ class Speaker:
                 continue
             try:
                 await self.withdraw(action.prefix)
+            except NotAnnouncedError:
+                continue  # withdrawn by the user meanwhile
             except Exception as exc:  # keep the schedule alive; it retries at the next check
                 log.error("automatic withdrawal of %s failed: %s", action.prefix, exc)
                 self._emit("error", message=f"automatic withdrawal of {action.prefix} failed: {exc}")
                 continue
-            self._warned.discard(action.prefix)
+            self._warned = {key for key in self._warned if key[0] != action.prefix}
             self._emit("lease-withdraw", message=f"withdrew {action.prefix}: {action.reason}",
                        data={"prefix": action.prefix})
 
@@ -540,6 +644,7 @@ class Speaker:
         # Acks come in command order; an ack with nothing pending (none is expected) is skipped. A command
         # that timed out left its cancelled future queued: its late ack is consumed by it here.
         if not self._pending:
+            self.stray_acks += 1
             log.debug("ack %s with no command pending; skipped", "done" if ok else "error")
             return
         fut = self._pending.popleft()
@@ -560,6 +665,9 @@ class Speaker:
                 return
             if event.state is SessionState.ESTABLISHED:
                 session.since = now
+                # Up again: an error or notification of an earlier session is no longer current.
+                session.last_error = None
+                session.last_notification = None
             elif session.state is SessionState.ESTABLISHED:
                 session.since = None
                 session.rib.clear()
@@ -630,8 +738,16 @@ class Speaker:
         return [route for n in names for _, route in sorted(self._sessions[n].rib.items())]
 
     def announced(self) -> list[AnnouncedRoute]:
-        """What is announced (and restored after a restart), per route server."""
-        return sorted(self._desired.values(), key=lambda r: (r.prefix, r.rs))
+        """What is announced (and restored after a restart), per route server, with when the lease schedule
+        withdraws it and whether its warning was given."""
+        now = self._clock()
+        rows = []
+        for route in sorted(self._desired.values(), key=lambda r: (r.prefix, r.rs)):
+            at = withdraw_time(route.prefix, self._leases, self.safety, now)
+            end = None if at is None else at + timedelta(seconds=self.safety.withdraw_margin)
+            warned = (route.prefix, end) in self._warned
+            rows.append(route.model_copy(update={"withdraw_at": at, "warned": warned}))
+        return rows
 
     def status(self) -> SpeakerStatus:
         """A snapshot: process, restarts, sessions and announcements."""
