@@ -38,10 +38,9 @@ def _echo_line(obj: Any) -> None:
 def decode(file: str, count_only: bool, no_headers: bool, as_json: bool) -> None:
     """Decode FILE (pcap, pcapng or a raw datagram): one line (or JSON object) per sample."""
     if count_only:
-        from peerlab_tui.core.sflow._fast_walk import tune_allocator
+        # No tune_allocator() here: counting allocates little per batch, and ctypes costs import time.
         from peerlab_tui.core.sflow.count import count_file
 
-        tune_allocator()
         counts = count_file(file)
         if as_json:
             emit_json(counts)

@@ -2,9 +2,10 @@
 
 A batch is one contiguous byte buffer plus the start and end offset of each datagram. XDR keeps every field
 4-aligned relative to the start of its datagram, so when every datagram starts at a multiple of 4 in the
-buffer, single u32 reads are plain gathers from the batch converted once to native words
+buffer, single u32 reads are plain gathers from the batch converted once to native int64 words
 (``w[offset >> 2]``). When starts have mixed remainders (datagrams cut out of a pcap), :func:`aligned_view`
-lays the span out once per remainder so that every datagram is aligned in one "virtual" buffer. Multi-word
+lays the span out once per remainder so that every datagram is aligned in one "virtual" buffer. (The counter
+reads so few words that it skips the conversion: :meth:`Buffer.big_endian_words`.) Multi-word
 reads, and the 2-aligned fields of Ethernet frames in sampled headers, are single row gathers of a
 byte-strided ``void`` view (:meth:`Buffer.block`, :meth:`Buffer.bytes`).
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -38,15 +39,16 @@ PAD = 1024  # zero bytes after the batch: fixed-offset reads past a short record
 class Buffer:
     """One batch: its bytes (``u8``, followed by at least ``PAD`` zero bytes) and its u32 words.
 
-    ``w[o >> 2]`` is the big-endian u32 at a 4-aligned byte offset ``o``, already in native order (one
-    conversion pass over the batch). Wider reads at any offset — several XDR words at once, or the 2-aligned
-    fields of Ethernet frames inside sampled headers — are single gathers of fixed-width rows of a
-    byte-strided
-    ``void`` view (``block``/``bytes``), far cheaper than one gather per word. Reads rely on the padding: a
-    caller reads only at a validated base offset (inside the batch) plus a constant smaller than ``PAD``.
+    ``w[o >> 2]`` is the big-endian u32 at a 4-aligned byte offset ``o``, already converted to native
+    ``int64`` (one conversion pass over the batch): every value read is ready for offset arithmetic and is
+    already of the column type, so no read needs a further conversion. Wider reads at any offset — several
+    XDR words at once, or the 2-aligned fields of Ethernet frames inside sampled headers — are single gathers
+    of fixed-width rows of a byte-strided ``void`` view (``block``/``bytes``), far cheaper than one gather
+    per word. Reads rely on the padding: a caller reads only at a validated base offset (inside the batch)
+    plus a constant smaller than ``PAD``.
     """
 
-    __slots__ = ("_lazy", "_rows", "_u8", "size", "w")
+    __slots__ = ("_lazy", "_rows", "_u8", "be", "size", "w")
 
     def __init__(
         self,
@@ -54,7 +56,7 @@ class Buffer:
         size: int,
         *,
         words: bool = True,
-        w: npt.NDArray[np.uint32] | None = None,
+        w: I64 | None = None,
         lazy: Callable[[], U8] | None = None,
     ) -> None:
         if data is not None and data.size < size + PAD:
@@ -63,14 +65,30 @@ class Buffer:
             data = padded
         self.size = size
         self._u8 = data
-        self._lazy = lazy  # builds the bytes on first use when only the words were made (aligned_view)
+        self._lazy = lazy  # gives the bytes on first use (big_endian_words: they need no padding copy)
         self._rows: dict[int, np.ndarray[Any, Any]] = {}
         # Without ``words`` (a walk that reads few words per datagram, such as counting) single words are read
         # with the byte-strided view too, at any alignment, and the batch needs no conversion pass at all.
-        self.w: npt.NDArray[np.uint32] | None = w
+        self.w: I64 | None = w
+        self.be: npt.NDArray[Any] | None = None  # see big_endian_words
         if w is None and words and data is not None:
             n4 = (min(data.size, size + PAD) // 4) * 4
-            self.w = data[:n4].view(">u4").astype(np.uint32)
+            self.w = data[:n4].view(">u4").astype(np.int64)
+
+    @classmethod
+    def big_endian_words(cls, data: U8) -> Buffer:
+        """A buffer over ``data`` (4-aligned datagrams, no padding needed), read without converting it.
+
+        Words are gathered from a big-endian view of the bytes and converted per read: for walks that read a
+        few words per datagram (counting) this beats converting the whole buffer. Reads past the end are
+        clipped to the last word (callers mask such values, as they do reads in the padding); the walk reads
+        only inside containers.
+        """
+        buf = cls(None, int(data.size), words=False, lazy=lambda: data)
+        # The raw words in memory order: ``take`` from a native array is the fast gather (a big-endian
+        # array would be converted whole first); each gathered result is then read as big-endian.
+        buf.be = data[: (data.size // 4) * 4].view(np.uint32)
+        return buf
 
     @property
     def u8(self) -> U8:
@@ -80,13 +98,15 @@ class Buffer:
             self._u8 = self._lazy()
         return self._u8
 
-    def rd(self, off: I64) -> npt.NDArray[np.uint32]:
+    def rd(self, off: I64) -> I64:
         """u32 at 4-aligned byte offsets (any offset without words), inside the batch plus < PAD."""
-        if self.w is None:
-            return self._view(4)[off].view(">u4").astype(np.uint32)
-        return self.w[off >> 2]
+        if self.w is not None:
+            return self.w.take(off >> 2)
+        if self.be is not None:
+            return self.be.take(np.minimum(off >> 2, self.be.size - 1)).view(">u4").astype(np.int64)
+        return self._view(4)[off].view(">u4").astype(np.int64)
 
-    def rd_clip(self, off: I64) -> npt.NDArray[np.uint32]:
+    def rd_clip(self, off: I64) -> I64:
         """Like :meth:`rd` for offsets that may lie anywhere (clipped; callers mask the result)."""
         return self.rd(np.clip(off, 0, self.size) & ~3)
 
@@ -106,86 +126,181 @@ class Buffer:
         """(n, width) bytes starting at each offset (any alignment)."""
         return self._view(width)[off].view(np.uint8).reshape(-1, width)
 
-    def block(self, off: I64, words: int) -> npt.NDArray[np.uint32]:
-        """(n, words) consecutive big-endian u32 starting at each offset (any alignment), native order."""
-        return self._view(4 * words)[off].view(">u4").reshape(-1, words).astype(np.uint32)
+    def block(self, off: I64, words: int) -> I64:
+        """(n, words) consecutive big-endian u32 starting at each offset (any alignment), as int64."""
+        return self._view(4 * words)[off].view(">u4").reshape(-1, words).astype(np.int64)
 
 
-@dataclass
+Block: TypeAlias = tuple[I64, I64, I64, I64]  # owner, body offset, tag, body length of the k-th elements
+
+
 class Walk:
-    """Elements found inside containers: owner container, ordinal, tag, body offset, body length."""
+    """Elements found inside containers: owner container, ordinal, tag, body offset, body length.
 
-    owner: I64
-    ordinal: I64
-    tag: I64
-    off: I64
-    length: I64
+    The walk finds elements one ordinal at a time, so it keeps them as ``blocks`` (block ``k`` holds the
+    ``k``-th element of every container that has one, owners ascending). Callers that can work block by
+    block (the record lookups of the fast decoder) avoid concatenating them; the flat arrays are built on
+    first access.
+    """
+
+    __slots__ = ("_flat", "_ordinal", "blocks")
+
+    def __init__(self, blocks: list[Block], ordinal: I64 | None = None) -> None:
+        self.blocks = blocks
+        self._ordinal = ordinal
+        self._flat: dict[int, I64] = {}
+
+    @classmethod
+    def flat(cls, owner: I64, ordinal: I64, tag: I64, off: I64, length: I64) -> Walk:
+        """A walk from flat arrays (one block; ``ordinal`` given explicitly)."""
+        return cls([(owner, off, tag, length)], ordinal)
+
+    def _cat(self, i: int) -> I64:
+        if len(self.blocks) == 1:
+            return self.blocks[0][i]
+        v = self._flat.get(i)
+        if v is None:
+            v = self._flat[i] = np.concatenate([b[i] for b in self.blocks]) if self.blocks else _EMPTY
+        return v
+
+    @property
+    def owner(self) -> I64:
+        """Index of the container of each element."""
+        return self._cat(0)
+
+    @property
+    def off(self) -> I64:
+        """Byte offset of each element's body."""
+        return self._cat(1)
+
+    @property
+    def tag(self) -> I64:
+        """Tag of each element (enterprise << 12 | format)."""
+        return self._cat(2)
+
+    @property
+    def length(self) -> I64:
+        """Body length of each element."""
+        return self._cat(3)
+
+    @property
+    def ordinal(self) -> I64:
+        """Position of each element within its container."""
+        if self._ordinal is None:
+            sizes = [b[0].size for b in self.blocks]
+            self._ordinal = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+        return self._ordinal
 
 
-def walk(buf: Buffer, first: I64, count: I64, end: I64, bad: B1) -> Walk:
+_EMPTY = np.zeros(0, np.int64)
+
+
+def walk(
+    buf: Buffer,
+    first: I64,
+    count: I64,
+    end: I64,
+    bad: B1,
+    *,
+    by_owner: bool = False,
+    head: tuple[I64, I64] | None = None,
+) -> Walk:
     """Walk ``count[i]`` tag/length elements of container ``i`` starting at ``first[i]`` up to ``end[i]``.
 
     Containers whose elements overrun ``end``, whose lengths are not multiples of 4, or that hold fewer
     elements than they declare are set in ``bad`` (modified in place). Overrunning elements are not returned
     (so every returned body lies inside the buffer); other elements of bad containers are, for callers to
-    filter. Each iteration works on compacted arrays of the containers still walking: no scatter, and all
-    checks but the one that decides whether to read on are done once, after the loop.
+    filter. Each iteration works on compacted arrays of the containers still walking — and compacts nothing
+    while every container still walks, the common case. Elements come in blocks by ordinal (all first
+    elements, then all second ones...), or as one block grouped by owner (ascending, then ordinal) with
+    ``by_owner``. ``head`` is the (tag, length) of every container's first element when the caller has
+    read them already (with the container's fixed part).
     """
-    idx = np.flatnonzero((count > 0) & ~bad)
-    cur = first[idx]
-    en = end[idx]
-    cnt = count[idx]
+    active = (count > 0) & ~bad
+    if active.all():
+        idx: I64 = np.arange(count.size, dtype=np.int64)
+        cur, en, cnt = first, end, count
+    else:
+        idx = np.flatnonzero(active)
+        cur, en, cnt = first[idx], end[idx], count[idx]
     fits = cur + 8 <= en
+    if head is not None and not (active.all() and fits.all()):
+        head = None  # rows were dropped: read the first elements like the others
     if not fits.all():
         bad[idx[~fits]] = True
         idx, cur, en, cnt = idx[fits], cur[fits], en[fits], cnt[fits]
-    owners: list[I64] = []
-    heads: list[I64] = []
-    tags: list[npt.NDArray[Any]] = []
-    lens: list[npt.NDArray[Any]] = []
+    blocks: list[Block] = []
     w = buf.w
     k = 0
+    dropped = False
+    en8 = en - 8
     while idx.size and k < _MAX_ELEMENTS:
-        if w is not None:  # 4-aligned words: two plain gathers beat one row gather
+        if head is not None:
+            tag, ln = head
+            head = None
+        elif w is not None:  # 4-aligned words: two plain gathers beat one row gather
             wi = cur >> 2
-            tag = w[wi]
-            ln = w[wi + 1]
+            tag = w.take(wi)
+            ln = w.take(wi + 1)
+        elif buf.be is not None:
+            wi = cur >> 2
+            tag = buf.be.take(wi).view(">u4").astype(np.int64)  # cur + 8 <= end: inside the buffer
+            ln = buf.be.take(wi + 1).view(">u4").astype(np.int64)
         else:
             tl = buf.block(cur, 2)
             tag = tl[:, 0]
             ln = tl[:, 1]
-        owners.append(idx)
-        heads.append(cur)
-        tags.append(tag)
-        lens.append(ln)
         k += 1
-        nxt = cur + 8 + ln
-        more = (cnt > k) & (nxt + 8 <= en)
-        idx, cur, en, cnt = idx[more], nxt[more], en[more], cnt[more]
-    if not owners:
-        e = np.zeros(0, np.int64)
-        return Walk(e, e, e, e, e)
-    owner = np.concatenate(owners)
-    ordinal = np.repeat(np.arange(k, dtype=np.int64), [o.size for o in owners])
-    body = np.concatenate(heads) + 8
-    length = np.concatenate(lens).astype(np.int64)
-    tag_all = np.concatenate(tags).astype(np.int64)
-    ok = (body + length <= end[owner]) & ((length & 3) == 0)
-    found = np.bincount(owner, minlength=count.size)
-    short = (found > 0) & (found < count)
-    if short.any():  # a container that ended before its declared count
-        bad[short] = True
-    if not ok.all():
-        bad[owner[~ok]] = True
-        keep = np.flatnonzero(ok)
-        owner, ordinal, tag_all, body, length = (
-            owner[keep],
-            ordinal[keep],
-            tag_all[keep],
-            body[keep],
-            length[keep],
-        )
-    return Walk(owner, ordinal, tag_all, body, length)
+        body = cur + 8
+        nxt = body + ln
+        if by_owner:  # checked once on the flat arrays below (many short iterations)
+            blocks.append((idx, body, tag, ln))
+        else:
+            ok = (nxt <= en) & ((ln & 3) == 0)
+            if ok.all():
+                blocks.append((idx, body, tag, ln))
+            else:  # an element overruns its container or is misaligned: the container is bad, element dropped
+                bad[idx[~ok]] = True
+                dropped = True
+                blocks.append((idx[ok], body[ok], tag[ok], ln[ok]))
+        want = cnt > k
+        more = want & (nxt <= en8)
+        if more.all():
+            cur = nxt
+            continue
+        short = want & ~more  # declares another element that does not fit: the container is short
+        if short.any():
+            bad[idx[short]] = True
+        idx, cur, en, en8, cnt = idx[more], nxt[more], en[more], en8[more], cnt[more]
+    if idx.size:  # stopped at the element cap: more elements declared than can exist
+        bad[idx] = True
+    if by_owner:
+        res = Walk(blocks)
+        owner, ordinal, tag_all, body_all, length = res.owner, res.ordinal, res.tag, res.off, res.length
+        ok = (body_all + length <= end[owner]) & ((length & 3) == 0)
+        if not ok.all():
+            bad[owner[~ok]] = True
+            dropped = True
+            keep = np.flatnonzero(ok)
+            owner, ordinal, tag_all, body_all, length = (
+                owner[keep],
+                ordinal[keep],
+                tag_all[keep],
+                body_all[keep],
+                length[keep],
+            )
+        if k <= 1:
+            return Walk.flat(owner, ordinal, tag_all, body_all, length)
+        if dropped:
+            order = np.argsort(owner, kind="stable")
+        else:
+            # Every container's elements are ordinals 0..found-1: its rows go to start[owner] + ordinal.
+            found = np.bincount(owner, minlength=count.size)
+            start = np.cumsum(found) - found
+            order = np.empty(owner.size, np.int64)
+            order[start[owner] + ordinal] = np.arange(owner.size, dtype=np.int64)
+        return Walk.flat(owner[order], ordinal[order], tag_all[order], body_all[order], length[order])
+    return Walk(blocks)
 
 
 @dataclass
@@ -207,8 +322,8 @@ class Datagrams:
 
 def datagram_headers(buf: Buffer, start: I64, end: I64) -> Datagrams:
     """Read the fixed datagram header of every datagram (starts 4-aligned in ``buf``)."""
-    version = buf.rd(start).astype(np.int64)
-    agent_type = buf.rd(start + 4).astype(np.int64)
+    version = buf.rd(start)
+    agent_type = buf.rd(start + 4)
     alen = np.where(agent_type == 1, 4, 16)
     p = start + 8 + alen
     ok = (version == 5) & ((agent_type == 1) | (agent_type == 2)) & (p + 16 <= end) & (start + 8 <= end)
@@ -218,16 +333,16 @@ def datagram_headers(buf: Buffer, start: I64, end: I64) -> Datagrams:
         version=version,
         agent_type=agent_type,
         agent_off=start + 8,
-        sub_agent=buf.rd(p).astype(np.int64),
-        sequence=buf.rd(p + 4).astype(np.int64),
-        uptime=buf.rd(p + 8).astype(np.int64),
-        num_samples=np.where(ok, buf.rd(p + 12), 0).astype(np.int64),
+        sub_agent=buf.rd(p),
+        sequence=buf.rd(p + 4),
+        uptime=buf.rd(p + 8),
+        num_samples=np.where(ok, buf.rd(p + 12), 0),
         first_sample=p + 16,
         ok=ok,
     )
 
 
-def ip4_mapped(word: npt.NDArray[np.uint32]) -> U8:
+def ip4_mapped(word: npt.NDArray[Any]) -> U8:
     """(n, 16) IPv4-mapped IPv6 addresses from IPv4 addresses given as u32."""
     out = np.zeros((word.size, 4), ">u4")
     out[:, 2] = 0xFFFF
@@ -249,7 +364,7 @@ def aligned_view(raw: U8, starts: I64, ends: I64) -> tuple[Buffer, I64, I64]:
     """A :class:`Buffer` in which every datagram starts 4-aligned, and the datagrams' offsets in it.
 
     Only the span of the batch is converted. When starts have mixed remainders modulo 4 (datagrams cut out of
-    a pcap), the span is laid out once per remainder present, each copy shifted so that its datagrams are
+    a pcap), the span is copied once per remainder present, each copy shifted so that its datagrams are
     aligned: a "virtual" buffer of at most 4 copies, cheaper than realigning datagram by datagram.
     """
     lo = int(starts.min()) & ~3
@@ -260,30 +375,19 @@ def aligned_view(raw: U8, starts: I64, ends: I64) -> tuple[Buffer, I64, I64]:
         return Buffer(raw[lo : hi + PAD], hi - lo), starts - lo, ends - lo
     seg = (hi - lo + 7) & ~3
     nseg = int(present.size)
+    total = nseg * seg
     base = np.zeros(4, np.int64)
-    # The words of each shifted copy are converted straight from the source bytes (one pass per remainder);
-    # the shifted byte copies are only made if a caller reads bytes (the fast decoder does, counting not).
-    words = np.zeros((nseg * seg + PAD) // 4, np.uint32)
+    # Byte copies (memcpy) first, then one conversion pass over aligned memory: cheaper than converting
+    # words straight from the misaligned source, and the bytes are needed for the row reads anyway.
+    out = np.empty(total + PAD, np.uint8)
     for k, r in enumerate(present.tolist()):
         part = raw[lo + r : lo + r + seg]
-        m4 = part.size // 4
-        words[k * seg // 4 : k * seg // 4 + m4] = part[: m4 * 4].view(">u4")
-        if part.size > m4 * 4:  # a ragged end of the source: finish the last word by hand
-            tail = np.zeros(4, np.uint8)
-            tail[: part.size - m4 * 4] = part[m4 * 4 :]
-            words[k * seg // 4 + m4] = tail.view(">u4")[0]
+        out[k * seg : k * seg + part.size] = part
+        out[k * seg + part.size : (k + 1) * seg] = 0
         base[r] = k * seg
-
-    def shifted_bytes() -> U8:
-        out = np.zeros(nseg * seg + PAD, np.uint8)
-        for k, r in enumerate(present.tolist()):
-            part = raw[lo + r : lo + r + seg]
-            out[k * seg : k * seg + part.size] = part
-        return out
-
+    out[total:] = 0
     vstart = base[rem] + (starts - lo - rem)
-    buf = Buffer(None, nseg * seg, w=words, lazy=shifted_bytes)
-    return buf, vstart, vstart + (ends - starts)
+    return Buffer(out, total), vstart, vstart + (ends - starts)
 
 
 _TUNED = False

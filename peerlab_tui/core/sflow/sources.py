@@ -242,6 +242,35 @@ def _u16(u8: U8, off: I64) -> I64:
     return (u8[off].astype(np.int64) << 8) | u8[off + 1]
 
 
+_HEAD = 40  # bytes of each frame read for the link/IP parse: link header (<= 22) + the IP fields we use
+
+
+def _frame_heads(u8: U8, off: I64) -> U8:
+    """The first ``_HEAD`` bytes of every frame as one (n, _HEAD) array (zero past the end of the buffer).
+
+    One row gather instead of one scattered gather per field: the frames of a big capture are far apart in
+    memory, so each field read would miss the cache again.
+    """
+    width = _HEAD
+    lim = u8.size - width
+    dtype = np.dtype((np.void, width))
+    near = off > lim
+    if not near.any():
+        rows = np.ndarray(shape=(lim + 1,), dtype=dtype, buffer=u8, strides=(1,))[off]
+    else:  # frames within ``width`` of the end: read them from a zero-padded copy of the tail
+        start = max(lim, 0)
+        tail = np.zeros(u8.size - start + width, np.uint8)
+        tail[: u8.size - start] = u8[start:]
+        rows = np.empty(off.size, dtype)
+        if lim >= 0:
+            far = ~near
+            whole = np.ndarray(shape=(lim + 1,), dtype=dtype, buffer=u8, strides=(1,))
+            rows[far] = whole[off[far]]
+        tv = np.ndarray(shape=(tail.size - width + 1,), dtype=dtype, buffer=tail, strides=(1,))
+        rows[near] = tv[off[near] - start]
+    return rows.view(np.uint8).reshape(-1, width)
+
+
 def _extract_udp(frames: RawBatch, linktype: I64) -> tuple[RawBatch, CaptureStats]:
     """Vectorised link -> IPv4/IPv6 -> UDP payload over every frame."""
     st = CaptureStats(packets=len(frames))
@@ -251,47 +280,49 @@ def _extract_udp(frames: RawBatch, linktype: I64) -> tuple[RawBatch, CaptureStat
     n = o.size
     if n == 0:
         return RawBatch(u8, o, ln, frames.times), st
-    last = max(u8.size - 2, 0)
+    flat = _frame_heads(u8, o).reshape(-1)
+    rowbase = np.arange(n, dtype=np.int64) * _HEAD
 
-    def b(x: I64) -> I64:
-        return u8[np.minimum(x, last)].astype(np.int64)
+    def b(rel: I64 | int) -> I64:
+        """Byte at ``rel`` bytes into each frame (positions past the head read as its last byte)."""
+        return flat.take(rowbase + np.clip(rel, 0, _HEAD - 1)).astype(np.int64)
 
-    def w(x: I64) -> I64:
-        return (b(x) << 8) | b(x + 1)
+    def w(rel: I64 | int) -> I64:
+        return (b(rel) << 8) | b(np.add(rel, 1))
 
     l3 = np.full(n, -1, np.int64)  # offset of the IP header inside the frame
     proto = np.full(n, -1, np.int64)  # 4 / 6 / other
     eth = linktype == LINKTYPE_ETHERNET
     if eth.any():
         pos: I64 | int = 12
-        et = np.where(eth & (ln >= 14), w(o + 12), -1)
+        et = np.where(eth & (ln >= 14), w(12), -1)
         for _ in range(2):  # 802.1Q / QinQ (most captures have none: skip the work then)
             tag = (et == 0x8100) | (et == 0x88A8)
             if not tag.any():
                 break
             pos = np.where(tag, pos + 4, pos)
-            et = np.where(tag & (ln >= pos + 2), w(o + pos), np.where(tag, -1, et))
+            et = np.where(tag & (ln >= pos + 2), w(pos), np.where(tag, -1, et))
         l3 = np.where(eth & (et >= 0), pos + 2, l3)
         proto = np.where(eth & (et == 0x0800), 4, np.where(eth & (et == 0x86DD), 6, proto))
     sll = linktype == LINKTYPE_LINUX_SLL
     if sll.any():
-        et = w(o + 14)
+        et = w(14)
         l3 = np.where(sll, 16, l3)
         proto = np.where(sll & (et == 0x0800), 4, np.where(sll & (et == 0x86DD), 6, proto))
     sll2 = linktype == LINKTYPE_LINUX_SLL2
     if sll2.any():
-        et = w(o)
+        et = w(0)
         l3 = np.where(sll2, 20, l3)
         proto = np.where(sll2 & (et == 0x0800), 4, np.where(sll2 & (et == 0x86DD), 6, proto))
     raw = np.isin(linktype, list(_RAW_TYPES))
     if raw.any():
-        v = b(o) >> 4
+        v = b(0) >> 4
         l3 = np.where(raw, 0, l3)
         proto = np.where(raw & (v == 4), 4, np.where(raw & (v == 6), 6, proto))
     null = linktype == LINKTYPE_NULL
     if null.any():
-        fam_le = b(o) | (b(o + 1) << 8)
-        fam_be = b(o + 3) | (b(o + 2) << 8)
+        fam_le = b(0) | (b(1) << 8)
+        fam_be = b(3) | (b(2) << 8)
         fam = np.maximum(fam_le, fam_be)
         l3 = np.where(null, 4, l3)
         proto = np.where(null & (fam == 2), 4, np.where(null & np.isin(fam, [10, 24, 28, 30]), 6, proto))
@@ -302,14 +333,14 @@ def _extract_udp(frames: RawBatch, linktype: I64) -> tuple[RawBatch, CaptureStat
     ip = o + l3
     udp_off = np.full(n, -1, np.int64)
     v4 = (proto == 4) & (ln >= l3 + 20)
-    ihl = (b(ip) & 15) * 4
-    frag = w(ip + 6) & 0x3FFF  # MF flag or fragment offset
-    v4_udp = v4 & (b(ip + 9) == 17)
+    ihl = (b(l3) & 15) * 4
+    frag = w(l3 + 6) & 0x3FFF  # MF flag or fragment offset
+    v4_udp = v4 & (b(l3 + 9) == 17)
     st.fragments = int(np.count_nonzero(v4_udp & (frag != 0)))
     v4_udp &= frag == 0
     udp_off = np.where(v4_udp, ip + ihl, udp_off)
     v6 = (proto == 6) & (ln >= l3 + 40)
-    v6_udp = v6 & (b(ip + 6) == 17)
+    v6_udp = v6 & (b(l3 + 6) == 17)
     udp_off = np.where(v6_udp, ip + 40, udp_off)
     ip_ok = v4 | v6
     st.truncated = int(np.count_nonzero((proto >= 0) & ~ip_ok))
@@ -320,7 +351,7 @@ def _extract_udp(frames: RawBatch, linktype: I64) -> tuple[RawBatch, CaptureStat
     st.truncated += int(np.count_nonzero(has & ~fits))
     # Payload length from the IP header (not the UDP length field, which fuzzed captures corrupt: tcpdump and
     # sflowtool also go by the IP length), bounded by the captured frame; Ethernet padding is cut off.
-    ip_len = np.where(proto == 4, w(ip + 2) - ihl, w(ip + 4)) - 8
+    ip_len = np.where(proto == 4, w(l3 + 2) - ihl, w(l3 + 4)) - 8
     payload = udp_off + 8
     plen = np.where((ip_len >= 0) & (payload + ip_len <= frame_end), ip_len, frame_end - payload)
     sel = np.flatnonzero(fits)
