@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import sys
 import tempfile
 import time
@@ -37,7 +38,8 @@ def user(i: int, *, shift: int = 0) -> tuple[Mapping, TunnelPeer]:
     j = i + shift
     lease = f"2001:db8:{0x100 + j // 256:x}:{(j % 256) << 8:x}::/56"
     return (Mapping(user_hash=h, user_id=f"user{i}", asn=4200000000 + i, prefixes=[lease]),
-            TunnelPeer(user_hash=h, public_key=f"key{i}", addresses=[f"fd00:100::{0x100 + i:x}/64"]))
+            TunnelPeer(user_hash=h, public_key=base64.b64encode(i.to_bytes(32, "big")).decode(),
+                       addresses=[f"fd00:100::{0x100 + i:x}/64"]))
 
 
 class Source:

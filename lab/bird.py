@@ -298,6 +298,14 @@ def _apply_attribute(route: Route, key: str, value: str) -> None:
         route.origin = value
 
 
+# Final reply codes of ``configure`` that mean BIRD took the configuration (nest/cli reply codes):
+# 0003 Reconfigured, 0004 Reconfiguration in progress, 0005 Reconfiguration already in progress, queueing new
+# config, 0018 Reconfiguration confirmed. Not success: 0006 Reconfiguration ignored, shutting down; 0017
+# (queued config removed); 8xxx/9xxx errors.
+CONFIGURE_OK_CODES = frozenset({3, 4, 5, 18})
+CHECK_OK_CODES = frozenset({20})  # 0020 Configuration OK
+
+
 class BirdControl:
     """A client of BIRD's control socket. One connection, reopened on demand; not thread safe."""
 
@@ -430,8 +438,11 @@ class BirdControl:
                   ) -> str:
         """``configure [check] ["file"]``: reload (or only check) the configuration.
 
-        Returns BIRD's final message (``Reconfigured``, ``Configuration OK`` ...); raises
-        :class:`BirdConfigError` with BIRD's message when it refuses the configuration.
+        Returns BIRD's final message when it took the configuration (``0003 Reconfigured``, ``0004
+        Reconfiguration in progress``, ``0005`` queued behind one in progress, ``0018 Reconfiguration
+        confirmed``; for ``check`` ``0020 Configuration OK``). Anything else raises
+        :class:`BirdConfigError` with BIRD's message: an 8xxx/9xxx error (parse error ...), ``0006
+        Reconfiguration ignored, shutting down``, or a reply we do not know (never taken for success).
         """
         cmd = "configure check" if check_only else "configure"
         if path is not None:
@@ -443,7 +454,14 @@ class BirdControl:
         except BirdError as exc:
             raise BirdConfigError(exc.reply or str(exc), code=exc.code, reply=exc.reply) from exc
         final = reply[-1]
-        # 0003 Reconfigured, 0004 in progress, 0006 ... ignored (nothing changed), 0020 Configuration OK.
+        # Any line with an error code (BIRD may report a parse error before its final line) is a refusal.
+        errors = [line for line in reply if line.code >= 8000]
+        if errors:
+            raise BirdConfigError(errors[0].text, code=errors[0].code, reply=errors[0].text)
+        ok = CHECK_OK_CODES if check_only else CONFIGURE_OK_CODES
+        if final.code not in ok:
+            raise BirdConfigError(f"BIRD did not apply the configuration: {final.code:04d} {final.text}",
+                                  code=final.code, reply=final.text)
         return final.text
 
     def reload_in(self, protocol: str = "all") -> str:

@@ -136,7 +136,16 @@ class Agent:
         self.have_inputs = False
         self.applied_plan: Plan | None = None
         self.applied_text: str | None = None
-        self.last_error: str | None = None
+        # The plan of the latest inputs: WireGuard follows it even while BIRD cannot apply it.
+        self.desired_plan: Plan | None = None
+        # True while the latest inputs have not reached BIRD (BIRD unreachable): retried at every step.
+        self.pending = False
+        # Failures by source; last_error (status.json) is the first set. apply_error is sticky until an apply
+        # succeeds (a refused configuration stays a problem until the inputs change).
+        self.apply_error: str | None = None
+        self.wg_error: str | None = None
+        self.step_error: str | None = None
+        self._status_written: tuple[str | None, str | None] | None = None
         self.last_report: list[ReportedRoute] | None = None
         self._next_report = 0.0
         self._wg_applied: tuple[tuple[str, tuple[str, ...]], ...] | None = None
@@ -147,6 +156,11 @@ class Agent:
         self._settle_until = 0.0
         self._report_lock = asyncio.Lock()
         self._next_reconcile = 0.0
+
+    @property
+    def last_error(self) -> str | None:
+        """The error status.json reports (None when the route server runs the latest inputs)."""
+        return self.apply_error or self.wg_error or self.step_error
 
     @property
     def config_path(self) -> Path:
@@ -178,8 +192,11 @@ class Agent:
     # --- apply --------------------------------------------------------------------------------------------
 
     def _write_atomic(self, path: Path, text: str) -> None:
+        # 0600: the configuration may hold BGP session passwords.
         tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -192,6 +209,10 @@ class Agent:
         plan = build_plan(self.settings, self.mappings, self.tunnels)
         text = render_plan(plan)
         result.timings["render"] = time.perf_counter() - t0
+        # WireGuard first and whatever BIRD says: a tunnel key must not wait for BIRD (nor for a filter
+        # BIRD refuses); the peers' allowed IPs are the user's own addresses and leases.
+        self.desired_plan = plan
+        self._sync_wireguard(plan)
         self.config_dir.mkdir(parents=True, exist_ok=True)
         try:
             current = self.config_path.read_text()
@@ -211,11 +232,9 @@ class Agent:
             os.replace(candidate, self.config_path)
             result.config_written = True
         elif self.applied_text == text:
-            # BIRD already runs this configuration; the WireGuard peers may still differ (a key rotation
-            # changes no BIRD text).
-            self.last_error = None
+            # BIRD already runs this configuration (a key rotation changes no BIRD text).
             self.applied_plan = plan
-            self._sync_wireguard(plan)
+            self._apply_succeeded()
             return result
         t0 = time.perf_counter()
         try:
@@ -229,34 +248,47 @@ class Agent:
         result.timings["configure"] = time.perf_counter() - t0
         log.info("applied configuration (%d sessions): %s", len(plan.sessions), message)
         result.applied = True
-        self.last_error = None
         t0 = time.perf_counter()
         result.reloaded = self._reload_changed(self.applied_plan, plan)
         result.timings["reload"] = time.perf_counter() - t0
         self.applied_plan, self.applied_text = plan, text
         self._settle_until = time.monotonic() + SETTLE_SECONDS
-        self._sync_wireguard(plan)
-        self.write_status()
+        self._apply_succeeded()
         return result
+
+    def _apply_succeeded(self) -> None:
+        self.pending = False
+        self.apply_error = None
+        self.write_status()
 
     def _rejected(self, result: StepResult, message: str) -> StepResult:
         log.error("%s (kept the running configuration; see %s)", message, self.rejected_path)
-        self.last_error = message
+        # Not retried: the same inputs give the same text, which BIRD refuses again. A new input retries.
+        self.pending = False
+        self.apply_error = message
         result.rejected = message
-        self.write_status()
+        self.write_status(force=True)
         return result
 
-    def write_status(self) -> None:
-        """``DIR/status.json``: what runs and the last error, for the topology and operators."""
+    def write_status(self, *, force: bool = True) -> None:
+        """``DIR/status.json``: what runs, whether the latest inputs are applied, and the last error (read by
+        ``lab status``). Without ``force`` only written when the error or the running config changed."""
         plan = self.applied_plan
         digest = hashlib.sha256(self.applied_text.encode()).hexdigest() if self.applied_text else None
+        key = (self.last_error, digest)
+        if not force and key == self._status_written:
+            return
+        self._status_written = key
         status = {
             "rs": self.settings.name,
             "sessions": len(plan.sessions) if plan else 0,
             "roas": len(plan.policy.roas) if plan else 0,
             "config_sha256": digest,
             "last_error": self.last_error,
-            "rejected_config": str(self.rejected_path) if self.last_error else None,
+            "pending_apply": self.pending,
+            "rejected_config": str(self.rejected_path) if self.apply_error and self.rejected_path.exists()
+            else None,
+            "updated": time.time(),
         }
         self._write_atomic(self.config_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
 
@@ -293,24 +325,35 @@ class Agent:
         try:
             self.peer_sync.sync([(key, list(ips)) for key, ips in plan.wireguard_peers])
             self._wg_applied = plan.wireguard_peers
+            self.wg_error = None
         except (PeerlabError, OSError) as exc:
-            log.error("WireGuard peer sync failed: %s", exc)
+            # Retried by the reconcile loop (and at the next step's apply, if any).
+            self.wg_error = f"WireGuard peer sync failed: {exc}"
+            log.error("%s", self.wg_error)
 
     def reconcile_wireguard(self) -> bool:
-        """Re-check the device's ACTUAL peers against the applied plan and repair any difference.
+        """Re-check the device's ACTUAL peers against the LATEST plan and repair any difference.
 
+        The latest plan, not the one BIRD runs: a key registered while BIRD was down still reaches WireGuard.
         A wireguard-go restarted under the agent (a crash, ``lab up`` repairing it) comes back without peers;
         this puts them back. Cheap: one UAPI ``get`` when nothing differs. True when it ran without error.
         """
-        plan = self.applied_plan
+        plan = self.desired_plan or self.applied_plan
         if plan is None:
             return False
+        had_error = self.wg_error
         try:
             self.peer_sync.sync([(key, list(ips)) for key, ips in plan.wireguard_peers])
         except (PeerlabError, OSError) as exc:
             log.warning("WireGuard reconcile failed (retried): %s", exc)
+            self.wg_error = f"WireGuard peer sync failed: {exc}"
+            if had_error != self.wg_error:
+                self.write_status(force=False)
             return False
         self._wg_applied = plan.wireguard_peers
+        self.wg_error = None
+        if had_error:
+            self.write_status(force=False)
         return True
 
     # --- report -------------------------------------------------------------------------------------------
@@ -396,17 +439,23 @@ class Agent:
     async def step(self) -> StepResult:
         """One poll, apply-if-changed, report-if-due."""
         result = StepResult()
+        step_error: str | None = None
         try:
             result.inputs_changed = await self.poll()
         except PeerlabError as exc:
-            result.error = f"gateway poll failed: {exc}"
+            result.error = step_error = f"gateway poll failed: {exc}"
             log.warning("%s (keeping the running configuration)", result.error)
-        if self.have_inputs and (result.inputs_changed or self.applied_plan is None):
+        if result.inputs_changed:
+            self.pending = True
+        if self.have_inputs and (self.pending or self.applied_plan is None):
             try:
                 self.apply(result)
-            except PeerlabError as exc:  # BIRD unreachable or bird -p missing: retried at the next change
-                result.error = f"apply failed: {exc}"
-                log.error("%s", result.error)
+            except (PeerlabError, OSError) as exc:
+                # BIRD unreachable (down, restarting), bird -p missing, a full disk: the latest inputs stay
+                # pending and are retried at every step until they apply.
+                self.pending = True
+                result.error = self.apply_error = f"apply failed: {exc}"
+                log.error("%s (retried at the next step)", result.error)
         now = time.monotonic()
         if self.applied_plan is not None and (result.applied or now >= self._next_report):
             self._next_report = now + self.report_interval
@@ -414,8 +463,10 @@ class Agent:
                 result.reported = await self.report()
                 result.routes = len(self.last_report or [])
             except (PeerlabError, OSError) as exc:
-                result.error = f"route report failed: {exc}"
+                result.error = step_error = f"route report failed: {exc}"
                 log.warning("%s", result.error)
+        self.step_error = step_error
+        self.write_status(force=False)
         return result
 
     async def run(self, *, once: bool = False, stop: asyncio.Event | None = None) -> StepResult:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,9 +33,10 @@ from lab.rsagent.policy import (
     roas_for,
 )
 from lab.rsagent.settings import RouteServerSettings
-from peerlab_tui.core.models import Mapping, TunnelPeer
+from peerlab_tui.core.models import Mapping, TunnelPeer, canonical_wireguard_key
 
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 USER_PREFIX = "u"  # user sessions: u<asn>_<hash8>
 UPSTREAM_PREFIX = "t_"  # upstream (transit) sessions: t_<name>
@@ -140,6 +142,15 @@ def _overlay_address(addresses: tuple[str, ...], overlay: tuple[tuple[str, str],
     return None
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _canonical_key(text: str) -> str | None:
+    """The canonical spelling of a WireGuard key (None when it is not one): keys are compared as text."""
+    try:
+        return canonical_wireguard_key(text)
+    except ValueError:
+        return None
+
+
 def _pick(items: list[_T], full_key: Callable[[_T], Any]) -> _T:
     # Deterministic choice among duplicates (rare), whatever the input order.
     return items[0] if len(items) == 1 else min(items, key=full_key)
@@ -159,8 +170,24 @@ def build_plan(settings: RouteServerSettings, mappings: Iterable[Mapping], tunne
                for h, g in sorted(m_groups.items())}
     t_groups: dict[str, list[TunnelPeer]] = {}
     for t in tunnels:
+        key = _canonical_key(t.public_key)
+        if key is not None and key != t.public_key:
+            t = t.model_copy(update={"public_key": key})
         t_groups.setdefault(t.user_hash, []).append(t)
     tunnel_by_user = {h: _pick(g, lambda t: (t.public_key, sorted(t.addresses))) for h, g in t_groups.items()}
+    # One key, one peer: WireGuard routes by key, so two users sharing one (the gateway refuses that; a bug
+    # or a tampered database) would fight over a single peer entry, each taking the other's allowed IPs.
+    # Neither gets it: the owner cannot be told from the intruder here.
+    owners: dict[str, list[str]] = {}
+    for h, t in tunnel_by_user.items():
+        if _canonical_key(t.public_key) is not None:  # an invalid key gets no peer anyway (below)
+            owners.setdefault(t.public_key, []).append(h)
+    for key, hashes in owners.items():
+        if len(hashes) > 1:
+            log.error("WireGuard key %s is registered by %d users (%s): no peer for any of them", key,
+                      len(hashes), ", ".join(sorted(hashes)))
+            for h in hashes:
+                del tunnel_by_user[h]
 
     # Leases are keyed by their canonical text (hashing IPv6Network objects is slow at 10,000 users).
     lease_text: dict[str, tuple[str, ...]] = {}
@@ -194,7 +221,11 @@ def build_plan(settings: RouteServerSettings, mappings: Iterable[Mapping], tunne
             continue  # this user's tunnel has no address on our networks
         neighbor, source, host_route = found
         allowed = [host_route, *lease_text.get(user_hash, ())]
-        wg.append((peer.public_key, tuple(allowed)))
+        if _canonical_key(peer.public_key) is not None:
+            wg.append((peer.public_key, tuple(allowed)))
+        else:
+            # The gateway validates keys: a stand-in (tests) or a corrupt record. Debug: not per-step noise.
+            log.debug("no WireGuard peer for %s: %r is not a WireGuard key", user_hash, peer.public_key)
         mapping = by_user.get(user_hash)
         if mapping is None or neighbor in used_neighbors:
             continue  # no ASN yet (no mapping), or an address clash: no session
@@ -267,6 +298,8 @@ def render_plan(plan: Plan) -> str:
         "template bgp rs_user {",
         "  local as RS_ASN;",
         *(["  passive on;"] if s.passive_user_sessions else []),
+        # Users' sessions belong on their tunnel: the neighbor is resolved on the WireGuard interface only.
+        *([f'  interface "{s.wireguard_interface}";'] if s.wireguard_interface else []),
         f"  {CHANNEL} {{",
         "    import table on;",
         f"    import limit {s.max_prefix} action block;",
@@ -314,6 +347,8 @@ def render_plan(plan: Plan) -> str:
                 "  local as RS_ASN;",
                 f"  neighbor {up.address} as {up.asn};",
                 *([f"  source address {up.source_address};"] if up.source_address else []),
+                *([f'  password "{up.password}";'] if up.password else []),
+                *(["  ttl security on;"] if up.ttl_security else []),
                 f"  {CHANNEL} {{",
                 "    import table on;",
                 "    import filter rs_in_upstream;",

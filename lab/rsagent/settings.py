@@ -9,7 +9,7 @@ Example::
       - network: fd00:100::/64
         address: fd00:100::1
     upstreams:
-      - {name: transit, address: "2001:db8:ffff::1", asn: 64496}
+      - {name: transit, address: "2001:db8:ffff::1", asn: 64496, password: SECRET, ttl_security: true}
     platform_prefixes: ["2001:db8:ff00::/40"]
     pools: ["2001:db8:100::/40"]
     max_more_specific_length: null      # null: only the exact leased prefix
@@ -84,6 +84,10 @@ class Upstream(_Strict):
     address: str
     asn: int = Field(ge=1, le=4294967295)
     source_address: str | None = None
+    # TCP MD5 (RFC 2385) secret of the session; rs.yaml and bird.conf are then secrets (mode 0600).
+    password: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._~+/=-]{8,80}$", repr=False)
+    # GTSM (RFC 5082): only packets with TTL 255 are accepted, i.e. from a directly connected neighbor.
+    ttl_security: bool = False
 
     @field_validator("address")
     @classmethod
@@ -111,7 +115,7 @@ class RouteServerSettings(_Strict):
     max_as_path_length: int = Field(default=5, ge=1, le=255)
     max_communities: int = Field(default=5, ge=0)
     max_large_communities: int = Field(default=5, ge=0)
-    wireguard_interface: str | None = Field(default=None, max_length=15)
+    wireguard_interface: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,15}$")
     # Users connect to the route server (RouteServerPeer.bgp_neighbor); passive sessions avoid thousands of
     # futile connection attempts towards users who are offline.
     passive_user_sessions: bool = True

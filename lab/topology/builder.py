@@ -22,15 +22,15 @@ import importlib.util
 import json
 import logging
 import os
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -161,6 +161,9 @@ class Lab:
         self.admin_token_file = self.dir / "admin.token"
         self.service_token_file = self.dir / "service.token"
         self.upstream_dir = self.dir / "upstream"
+        self._stale_agents: set[str] = set()  # route servers whose rs.yaml changed under a running agent
+        # TCP MD5 secret of the route server <-> upstream sessions (0600), made by the first `lab up`.
+        self.bgp_secret_file = self.dir / "keys" / "upstream-bgp.secret"
 
     # --- paths ------------------------------------------------------------------------------------------
     def rs_dir(self, rs: str) -> Path:
@@ -252,17 +255,17 @@ class Lab:
         # Children started by other libraries (wireguard-go) inherit the marker too, so down finds them.
         previous = os.environ.get(procs.MARKER)
         os.environ[procs.MARKER] = self.plan.prefix
-        init = self._start_gateway_init() if "gateway" not in missing else None
         gateway_thread: threading.Thread | None = None
         gateway_error: list[BaseException] = []
         try:
+            self._ensure_bgp_secret()
             if "wireguard" not in missing:
                 self._ensure_keys()  # the gateway's config carries the route servers' public keys
             if "gateway" not in missing:
                 # The gateway takes the longest to start (Python imports): start it while the network builds.
                 def run_gateway() -> None:
                     try:
-                        self._start_gateway(state, init)
+                        self._start_gateway(state)
                     except BaseException as exc:
                         gateway_error.append(exc)
 
@@ -391,6 +394,17 @@ class Lab:
             ns.add_address(ifname, f"{self.plan.rs_overlay_address(rs.name)}/64", netns=netns_name)
             ns.run(["ip", "link", "set", ifname, "up"], netns=netns_name)
 
+    def _ensure_bgp_secret(self) -> None:
+        if not self.bgp_secret_file.exists():
+            write_private(self.bgp_secret_file, secrets.token_urlsafe(24) + "\n")
+
+    def bgp_secret(self) -> str:
+        """The TCP MD5 password of the route server <-> upstream sessions."""
+        try:
+            return self.bgp_secret_file.read_text().strip()
+        except OSError as exc:
+            raise LabError(f"no BGP secret at {self.bgp_secret_file}: run lab up") from exc
+
     def _ensure_keys(self) -> None:
         from peerlab_tui.core.tunnel import keys
 
@@ -427,10 +441,14 @@ class Lab:
         for r in up.routes:
             attrs = " ".join(f"bgp_path.prepend({asn});" for asn in reversed(r.prepend))
             statics.append(f"  route {r.prefix} unreachable" + (f" {{ {attrs} }};" if attrs else ";"))
+        # Users share the underlay with these sessions: TCP MD5 (no injected or reset session without the
+        # secret) and GTSM (TTL 255: only a directly connected sender).
         neighbors = [
             f"protocol bgp rs_{rs.name} from route_server {{\n"
             f"  local {plan.upstream_address} as {up.asn};\n"
-            f"  neighbor {plan.rs_underlay_address(rs.name)} as {plan.rs_asn(rs)};\n}}"
+            f"  neighbor {plan.rs_underlay_address(rs.name)} as {plan.rs_asn(rs)};\n"
+            f'  password "{self.bgp_secret()}";\n'
+            f"  ttl security on;\n}}"
             for rs in self.topo.route_servers
         ]
         conf = Template((HERE / "upstream.conf").read_text()).substitute(
@@ -441,7 +459,7 @@ class Lab:
         path = self.upstream_dir / "bird.conf"
         sock = self.upstream_dir / "bird.ctl"
         changed = not path.exists() or path.read_text() != conf
-        path.write_text(conf)
+        write_private(path, conf)  # holds the BGP password
         argv = ["bird", "-f", "-c", str(path), "-s", str(sock)]
         started = self._ensure_daemon(state, "bird-upstream", argv, netns=plan.upstream_netns,
                                       ready=lambda: bird_up(sock))
@@ -459,11 +477,13 @@ class Lab:
             "overlay": [{"network": str(plan.rs_overlay_network(rs.name)),
                          "address": str(plan.rs_overlay_address(rs.name))}],
             "upstreams": [{"name": "upstream", "address": str(plan.upstream_address), "asn": upstream.asn,
-                           "source_address": str(plan.rs_underlay_address(rs.name))}],
+                           "source_address": str(plan.rs_underlay_address(rs.name)),
+                           "password": self.bgp_secret(), "ttl_security": True}],
             # The lab's own ULA site (underlay, overlays): never accepted from users or the upstream.
             "platform_prefixes": [str(plan.site)],
             "pools": list(self.topo.gateway.prefix_pools),
             "wireguard_interface": plan.rs_wg_ifname(rs.name),
+            **self.topo.policy.model_dump(mode="json"),
         }
 
     def _rs_initial_config(self, rs: RouteServerSpec) -> str:
@@ -479,14 +499,20 @@ class Lab:
         return Template((HERE / "rs_fallback.conf").read_text()).substitute(
             router_id=rs.router_id, asn=plan.rs_asn(rs), underlay_address=plan.rs_underlay_address(rs.name),
             upstream_address=plan.upstream_address, upstream_asn=self.topo.upstream.asn,
+            password=self.bgp_secret(),
         )
 
     def _start_rs_bird(self, state: LabState, rs: RouteServerSpec) -> None:
         d = self.rs_dir(rs.name)
-        write_private(d / "rs.yaml", yaml.safe_dump(self.rs_settings(rs), sort_keys=False))
+        settings_text = yaml.safe_dump(self.rs_settings(rs), sort_keys=False)
+        settings_file = d / "rs.yaml"
+        if settings_file.exists() and settings_file.read_text() != settings_text:
+            # The agent reads rs.yaml when it starts: a running one would keep rendering the old settings.
+            self._stale_agents.add(rs.name)
+        write_private(settings_file, settings_text)
         conf = d / "bird.conf"
         if not conf.exists():  # afterwards the agent owns it (it holds the users' policy)
-            conf.write_text(self._rs_initial_config(rs))
+            write_private(conf, self._rs_initial_config(rs))  # holds the BGP password
         sock = self.rs_socket(rs.name)
         argv = ["bird", "-f", "-c", str(conf), "-s", str(sock)]
         started = self._ensure_daemon(state, f"bird-{rs.name}", argv, netns=self.plan.rs_netns(rs.name),
@@ -499,25 +525,6 @@ class Lab:
                 ctl.command(f"restart rs_{rs.name}")
 
     # --- gateway ------------------------------------------------------------------------------------------
-    def _start_gateway_init(self) -> Future[str] | None:
-        """Initialise the gateway's database in a background thread (what ``gateway init`` does, without
-        the cost of another interpreter) while the network is built; None if done before. The future's
-        result is the new admin token."""
-        if self.admin_token_file.exists() and self.db_path.exists():
-            return None
-        # A database whose admin token was lost (a crash in between) gets a new token.
-        rotate = self.db_path.exists()
-        future: Future[str] = Future()
-
-        def work() -> None:
-            try:
-                future.set_result(init_gateway_database(self.db_url, rotate=rotate))
-            except BaseException as exc:  # handed to the waiting thread
-                future.set_exception(exc)
-
-        threading.Thread(target=work, name="lab-gateway-init", daemon=True).start()
-        return future
-
     def _gateway_settings(self, port: int) -> dict[str, Any]:
         gw = self.topo.gateway
         plan = self.plan
@@ -543,18 +550,7 @@ class Lab:
             "route_servers": servers,
         }
 
-    def _start_gateway(self, state: LabState, init: Future[str] | None) -> None:
-        if init is not None:
-            try:
-                token = init.result(timeout=60)
-            except FutureTimeout as exc:
-                raise ExternalProgramError("the gateway database initialisation timed out") from exc
-            except PeerlabError:
-                raise
-            except Exception as exc:
-                raise ExternalProgramError(f"the gateway database initialisation failed: {exc}") from exc
-            log.info("gateway init done")
-            write_private(self.admin_token_file, token + "\n")
+    def _start_gateway(self, state: LabState) -> None:
         port = self.topo.gateway.port
         if state.gateway_url:
             port = int(state.gateway_url.rsplit(":", 1)[1])
@@ -567,8 +563,17 @@ class Lab:
                 and (rec := state.processes.get("gateway")) is not None:
             procs.terminate([rec.pid], self.plan.prefix)  # a changed topology: restart with the new config
         write_private(self.gateway_config, text)
-        argv = python_cli("gateway", "serve", "--listen", f"{self.topo.gateway.host}:{port}",
-                          "--db", self.db_url, "--config", str(self.gateway_config))
+        if not self.admin_token_file.exists() and (rec := state.processes.get("gateway")) is not None:
+            # The token is written by the gateway process when it initialises the database: a gateway that
+            # runs without one (a token file lost) is restarted so that it makes a new one.
+            procs.terminate([rec.pid], self.plan.prefix)
+            state.processes.pop("gateway")
+        # One process initialises the database (when the admin token is missing) and serves: it starts at
+        # once, so its imports and the initialisation overlap with the network build (the critical path).
+        argv = [sys.executable, "-m", "lab.topology.gateway_launcher",
+                "--admin-token-file", str(self.admin_token_file), "--db", self.db_url, "--",
+                "serve", "--listen", f"{self.topo.gateway.host}:{port}",
+                "--db", self.db_url, "--config", str(self.gateway_config)]
         self._ensure_daemon(state, "gateway", argv, netns=None, ready=lambda: gateway_healthy(url))
         if not self.service_token_file.exists():
             self._make_service_token(url)
@@ -605,6 +610,9 @@ class Lab:
     # --- agents ---------------------------------------------------------------------------------------------
     def _start_agent(self, state: LabState, rs: RouteServerSpec) -> None:
         token = self.service_token_file.read_text().strip()
+        rec = state.processes.get(f"agent-{rs.name}")
+        if rs.name in self._stale_agents and rec is not None:
+            procs.terminate([rec.pid], self.plan.prefix)  # restarted below with the new rs.yaml
         argv = python_cli("rs-agent", "--rs", rs.name, "--gateway", str(state.gateway_url),
                           "--bird-socket", str(self.rs_socket(rs.name)),
                           "--config-dir", str(self.rs_dir(rs.name)), "--netns", self.plan.rs_netns(rs.name),
@@ -653,9 +661,27 @@ class Lab:
                 ifname = plan.rs_wg_ifname(rs.name)
                 nsname = plan.rs_netns(rs.name)
                 part(f"wireguard {ifname}", self._wg_ok(ifname, nsname, rs.wireguard_port), f"netns {nsname}")
+            if "rs-agent" not in state.missing and "gateway" not in state.missing:
+                ok, detail = self._agent_ok(rs.name)
+                part(f"agent {rs.name}", ok, detail)
         down = [p["part"] for p in parts if not p["ok"]]
         return {"ok": not down, "prefix": plan.prefix, "state_dir": str(self.dir),
                 "gateway": state.gateway_url, "parts": parts, "down": down}
+
+    def _agent_ok(self, rs: str) -> tuple[bool, str]:
+        """An agent's own report (``status.json``): down when its last step failed (BIRD unreachable, a
+        refused configuration, WireGuard out of sync), even if every daemon is alive."""
+        path = self.rs_dir(rs) / "status.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return True, "starting (no status.json yet)"
+        except (OSError, ValueError) as exc:
+            return False, f"unreadable {path}: {exc}"
+        error = data.get("last_error") if isinstance(data, dict) else "status.json is not an object"
+        if error:
+            return False, f"last_error: {error}"
+        return True, f"{data.get('sessions', 0)} sessions applied"
 
     def _wg_ok(self, ifname: str, netns_name: str, port: int) -> bool:
         if not ns.netns_exists(netns_name) or not ns.link_exists(ifname, netns=netns_name):
@@ -682,10 +708,15 @@ class Lab:
         killed = procs.terminate([*recorded, *procs.marked_pids(plan.prefix)], plan.prefix)
         removed_ns = []
         foreign: dict[str, list[int]] = {}
+        wg_stopped: list[dict[str, Any]] = []
         for name in ns.list_netns():
             if plan.owns_netns(name):
-                # Processes we did not start (a user's speaker in their namespace) are never signalled: they
-                # keep running in the detached namespace, and are listed so the user can stop them.
+                # A user's WireGuard device (``tunnel up --netns``) lives in the lab's namespace and means
+                # nothing without it; left alone, its wireguard-go would run on with a socket in
+                # /var/run/wireguard. Stopped through its own interface, and only when it is one.
+                wg_stopped += stop_wireguard_in_netns(name)
+                # Other processes we did not start (a user's speaker in their namespace) are never signalled:
+                # they keep running in the detached namespace, and are listed so the user can stop them.
                 others = [p for p in ns.pids_in_netns(name) if procs.is_running(p)]
                 if others:
                     foreign[name] = others
@@ -708,7 +739,7 @@ class Lab:
         if foreign:
             log.warning("processes the lab did not start were left running: %s", foreign)
         return {"prefix": plan.prefix, "killed": sorted(killed), "netns_removed": sorted(removed_ns),
-                "not_ours_left_running": foreign,
+                "not_ours_left_running": foreign, "wireguard_stopped": wg_stopped,
                 "links_removed": removed_links, "state_dir_removed": removed_dir, "state_dir": str(self.dir)}
 
     # --- users --------------------------------------------------------------------------------------------
@@ -768,6 +799,42 @@ def init_gateway_database(db_url: str, *, rotate: bool) -> str:
         return GatewayService(db, build_config({"db": db_url}, {})).create_admin_token(rotate=rotate)
     finally:
         db.dispose()
+
+
+def stop_wireguard_in_netns(netns_name: str, *, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Stop every wireguard-go whose interface lives in the (lab's) namespace ``netns_name``.
+
+    A PID qualifies only when it runs in that namespace, is ``wireguard-go`` for an interface ``IF`` (its
+    last argument), and ``IF`` is a link in that namespace. Deleting the link makes wireguard-go exit (and
+    remove its UAPI socket); one that does not is signalled, re-checked before each signal. Returns
+    ``{"netns", "ifname", "pid", "stopped"}`` per device.
+    """
+    from peerlab_tui.core.tunnel.wggo import find_wireguard_go_pid, is_wireguard_go_for
+
+    stopped: list[dict[str, Any]] = []
+    for pid in ns.pids_in_netns(netns_name):
+        argv = procs.cmdline(pid) or []
+        ifname = argv[-1] if argv else ""
+        if not (ifname and is_wireguard_go_for(pid, ifname) and procs.in_netns(pid, netns_name)
+                and ns.link_exists(ifname, netns=netns_name)):
+            continue
+        ns.run(["ip", "link", "del", ifname], netns=netns_name, check=False)
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None and is_wireguard_go_for(pid, ifname) and procs.in_netns(pid, netns_name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and is_wireguard_go_for(pid, ifname) and procs.is_running(pid):
+                time.sleep(0.05)
+            if not procs.is_running(pid) or not is_wireguard_go_for(pid, ifname):
+                break
+        gone = not procs.is_running(pid) or not is_wireguard_go_for(pid, ifname)
+        if gone and find_wireguard_go_pid(ifname) is None:
+            # wireguard-go removes its socket on a clean exit; not after SIGKILL.
+            Path(f"/var/run/wireguard/{ifname}.sock").unlink(missing_ok=True)
+        log.info("stopped the user's wireguard-go for %s in %s (pid %d)", ifname, netns_name, pid)
+        stopped.append({"netns": netns_name, "ifname": ifname, "pid": pid, "stopped": gone})
+    return stopped
 
 
 def gateway_healthy(url: str) -> bool:

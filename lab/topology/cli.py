@@ -86,6 +86,9 @@ def down(topology: Path | None, prefix: str | None, state_dir: Path | None, as_j
         return
     click.echo(f"stopped {len(result['killed'])} process(es); removed namespaces: "
                f"{', '.join(result['netns_removed']) or 'none'}")
+    for wg in result["wireguard_stopped"]:
+        click.echo(f"stopped the user's WireGuard {wg['ifname']} in {wg['netns']} "
+                   f"(wireguard-go pid {wg['pid']})" + ("" if wg["stopped"] else ": it did not exit"))
     for name, pids in result["not_ours_left_running"].items():
         click.echo(f"left running (not started by the lab) in {name}: pids {', '.join(map(str, pids))}",
                    err=True)

@@ -94,6 +94,17 @@ class GatewaySpec(_Model):
         return int(self.listen.rpartition(":")[2])
 
 
+class PolicySpec(_Model):
+    """The route servers' import policy knobs (written into each ``rs.yaml``; see ``default.yaml``)."""
+
+    # None: only the exact leased prefix; N: more-specifics inside a lease down to /N.
+    max_more_specific_length: int | None = Field(default=None, ge=1, le=128)
+    max_prefix: int = Field(default=100, ge=1)  # BGP import limit per user session
+    max_as_path_length: int = Field(default=5, ge=1, le=255)
+    max_communities: int = Field(default=5, ge=0)
+    max_large_communities: int = Field(default=5, ge=0)
+
+
 class Topology(_Model):
     """The whole lab (see ``default.yaml`` for the meaning of every field)."""
 
@@ -104,6 +115,7 @@ class Topology(_Model):
     upstream: UpstreamSpec
     gateway: GatewaySpec
     agent_interval: float = Field(default=1.0, gt=0, le=3600)
+    policy: PolicySpec = Field(default_factory=PolicySpec)
 
     @model_validator(mode="after")
     def _check(self) -> Topology:
@@ -115,6 +127,10 @@ class Topology(_Model):
         ports = [rs.wireguard_port for rs in self.route_servers]
         if len(set(ports)) != len(ports):
             raise ValueError("route server WireGuard ports must be unique")
+        more = self.policy.max_more_specific_length
+        if more is not None and more < self.gateway.lease_length:
+            raise ValueError(f"policy.max_more_specific_length ({more}) is shorter than the leases "
+                             f"(/{self.gateway.lease_length}): use null for the exact leased prefix only")
         ula = ipaddress.IPv6Network("fc00::/7")
         if self.underlay is not None and (self.underlay.prefixlen != 64 or not self.underlay.subnet_of(ula)):
             raise ValueError("underlay must be a ULA /64 (fc00::/7)")

@@ -26,13 +26,28 @@ MARKER = "PEERLAB_LAB"
 PROC = Path("/proc")
 
 
+# Inherited by every daemon the lab starts: what Python and BIRD need to run, nothing secret. The
+# caller's PEERLAB_TOKEN, PEERLAB_GW_* (the lab gateway has its own config file) and anything else stay out
+# of /proc/PID/environ of processes that outlive ``lab up``; a daemon that needs a secret (the rs-agent's
+# service token) gets it explicitly through ``env``.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
+                 "PEERLAB_WIREGUARD_GO")
+
+
+def daemon_base_environment() -> dict[str, str]:
+    """The environment every lab daemon starts from (see :data:`INHERITED_ENV`)."""
+    env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return env
+
+
 def spawn(argv: Sequence[str], *, prefix: str, log_path: Path, netns: str | None = None,
           env: dict[str, str] | None = None) -> int:
     """Start ``argv`` detached (own session, output to ``log_path``) inside ``netns``; return its PID.
 
     ``ip netns exec`` execs the daemon in place, so the PID is the daemon's own.
     """
-    full_env = {**os.environ, **(env or {}), MARKER: prefix}
+    full_env = {**daemon_base_environment(), **(env or {}), MARKER: prefix}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         try:

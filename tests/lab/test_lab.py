@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -127,6 +129,27 @@ def test_up_builds_every_part(shared_lab: tuple[LabRun, dict[str, Any]]) -> None
         status = WireGuardGo(name, name).status()
         assert entry["public_key"] == status.public_key
         assert entry["endpoint"] == f"[{_underlay_address(name)}]:{status.listen_port}"
+
+
+def test_upstream_sessions_have_md5_and_gtsm(shared_lab: tuple[LabRun, dict[str, Any]]) -> None:
+    """Users share the underlay with the route server <-> upstream sessions: those are Established with a
+    TCP MD5 password made by lab up (kept 0600, as is every config holding it) and TTL security."""
+    run, summary = shared_lab
+    check_running_lab(run, summary)  # includes "bgp upstream-rsN" Established
+    secret_file = run.state_dir / "keys" / "upstream-bgp.secret"
+    secret = secret_file.read_text().strip()
+    assert len(secret) >= 24 and secret_file.stat().st_mode & 0o077 == 0
+    configs = [run.state_dir / "upstream" / "bird.conf",
+               *(run.state_dir / "rs" / rs / name
+                 for rs in ("rs1", "rs2") for name in ("bird.conf", "rs.yaml"))]
+    for path in configs:
+        text = path.read_text()
+        assert secret in text, path
+        assert path.stat().st_mode & 0o077 == 0, path
+    for path in configs[:1] + [run.state_dir / "rs" / rs / "bird.conf" for rs in ("rs1", "rs2")]:
+        assert "ttl security on;" in path.read_text(), path
+    for rs in ("rs1", "rs2"):
+        assert f'interface "{run.prefix}-{rs}";' in (run.state_dir / "rs" / rs / "bird.conf").read_text()
 
 
 def test_second_up_changes_nothing(shared_lab: tuple[LabRun, dict[str, Any]]) -> None:
@@ -263,6 +286,40 @@ def test_crash_recovery(shared_lab: tuple[LabRun, dict[str, Any]]) -> None:
     wait_until(lambda: rs2_wg.status().peer(user_key), what="the user's key back on the new rs2 device")
 
 
+def test_change_while_bird_is_down_is_reported_and_applied_after_repair(
+        shared_lab: tuple[LabRun, dict[str, Any]]) -> None:
+    """A key registered while rs1's BIRD is dead still reaches rs1's WireGuard; ``lab status`` names the
+    agent's failure (not "lab is up"); after ``lab up`` restarts BIRD the agent applies the pending change
+    by itself and the status is healthy again."""
+    from peerlab_tui.core.tunnel import keys
+    from peerlab_tui.core.tunnel.wggo import WireGuardGo
+
+    run, summary = shared_lab
+    bird_pid = run.state()["processes"]["bird-rs1"]["pid"]
+    os.kill(bird_pid, signal.SIGKILL)
+    wait_until(lambda: not procs.is_running(bird_pid), what="rs1's BIRD to die")
+    _, user = run.run("user", "add", "gina")
+    user_key = keys.public_key(keys.generate_private_key())
+    httpx.post(f"{summary['gateway']}/api/user/asn", headers=bearer(user["token"]), timeout=10)
+    answer = httpx.post(f"{summary['gateway']}/api/user/tunnel", headers=bearer(user["token"]),
+                        json={"public_key": user_key}, timeout=10)
+    assert answer.status_code in (200, 201), answer.text
+    for rs in ("rs1", "rs2"):
+        wg = WireGuardGo(f"{run.prefix}-{rs}", f"{run.prefix}-{rs}")
+        wait_until(lambda wg=wg: wg.status().peer(user_key), what=f"the user's key on {rs}")
+
+    def agent_down() -> dict[str, Any] | None:
+        _, status = run.run("status", check=False)
+        return next((p for p in status["parts"] if p["part"] == "agent rs1" and not p["ok"]), None)
+
+    part = wait_until(agent_down, what="lab status to report rs1's agent failure")
+    assert "BIRD" in part["detail"]
+    run.run("up")
+    check_running_lab(run, summary)  # includes "agent rs1" healthy: the pending change was applied
+    status = json.loads((run.state_dir / "rs" / "rs1" / "status.json").read_text())
+    assert status["last_error"] is None and not status["pending_apply"]
+
+
 def test_deleted_namespace_is_rebuilt(shared_lab: tuple[LabRun, dict[str, Any]]) -> None:
     """A route server's namespace deleted under the lab is made again, with fresh daemons inside it."""
     run, _ = shared_lab
@@ -293,16 +350,38 @@ def test_down_without_state_removes_only_the_lab(shared_lab: tuple[LabRun, dict[
     user_ns = user["netns"]
     users_own = subprocess.Popen([*netns.netns_prefix(user_ns), "sleep", "300"])
     wait_until(lambda: users_own.pid in netns.pids_in_netns(user_ns), what="the user's process")
+    # The user's tunnel (what `tunnel up --netns` starts): its wireguard-go goes with the lab's namespace.
+    # A wireguard-go of the same user OUTSIDE the lab's namespaces is not the lab's business.
+    from peerlab_tui.core.tunnel.wggo import WireGuardGo, is_wireguard_go_for
+
+    user_wg = WireGuardGo.create(f"{run.prefix}uw", user_ns, log_path=run.state_dir.parent / "uw.log")
+    outside_ns = f"{run.prefix}x"
+    netns.create_netns(outside_ns)
+    outside_wg = WireGuardGo.create(f"{run.prefix}xw", outside_ns, log_path=run.state_dir.parent / "xw.log")
+    assert user_wg.pid is not None and outside_wg.pid is not None
     try:
         (run.state_dir / "state.json").unlink()
         _, result = run.run("down")
         assert result["killed"]
+        assert result["wireguard_stopped"] == [
+            {"netns": user_ns, "ifname": user_wg.ifname, "pid": user_wg.pid, "stopped": True}]
+        assert not is_wireguard_go_for(user_wg.pid, user_wg.ifname)
+        assert not Path(f"/var/run/wireguard/{user_wg.ifname}.sock").exists()
+        assert is_wireguard_go_for(outside_wg.pid, outside_wg.ifname) and outside_wg.exists()
         assert leftovers(run.prefix) == NOTHING
         assert netns.netns_exists(other)
         assert sleeper.poll() is None
         assert users_own.poll() is None
         assert result["not_ours_left_running"] == {user_ns: [users_own.pid]}
     finally:
+        with contextlib.suppress(Exception):
+            outside_wg.delete()
+        netns.delete_netns(outside_ns)
+        for dev in (user_wg,):
+            if dev.process is not None:
+                with contextlib.suppress(Exception):
+                    dev.process.kill()
+                    dev.process.wait(timeout=10)
         for proc in (sleeper, users_own):
             proc.kill()
             proc.wait(timeout=10)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -145,3 +146,64 @@ def test_terminate_only_signals_processes_with_the_lab_marker(tmp_path: Path) ->
         if procs.is_running(ours):
             os.kill(ours, 9)
             _reap(ours)
+
+
+
+def _rs_plan(topo_data: dict[str, Any], tmp_path: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """(plan, user session, rs.yaml settings) of rs1 for one user leasing 2001:db8:1000::/48."""
+    from lab.rsagent.render import build_plan
+    from lab.rsagent.settings import RouteServerSettings
+    from lab.topology.builder import Lab
+    from lab.topology.models import Topology
+    from peerlab_tui.core.models import Mapping, TunnelPeer
+
+    topo = Topology.model_validate(topo_data)
+    lab = Lab(topo, tmp_path / "state")
+    lab._prepare_dir()
+    lab._ensure_bgp_secret()
+    values = lab.rs_settings(topo.route_servers[0])
+    settings = RouteServerSettings.model_validate(values)
+    overlay = lab.plan.rs_overlay_network("rs1")
+    tunnel = TunnelPeer(user_hash="h", public_key="A" * 43 + "=",
+                        addresses=[f"{overlay.network_address + 0x100}/64"])
+    plan = build_plan(settings, [Mapping(user_hash="h", user_id="u", asn=4200000001,
+                                         prefixes=["2001:db8:1000::/48"])], [tunnel])
+    assert len(plan.sessions) == 1
+    return plan, plan.sessions[0], values
+
+
+def test_policy_block_reaches_the_route_servers(tmp_path: Path) -> None:
+    """``policy:`` of the topology is what each route server enforces: with max_more_specific_length 56 a
+    /56 inside the lease is accepted (a /64 still is not); by default only the exact lease."""
+    from lab.rsagent.policy import RouteFacts, evaluate
+    from lab.rsagent.render import render_plan
+
+    raw = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    assert raw["policy"]["max_more_specific_length"] is None  # documented default: exact prefix only
+    asn = 4200000001
+    exact = RouteFacts.of("2001:db8:1000::/48", [asn])
+    sub56 = RouteFacts.of("2001:db8:1000:ff00::/56", [asn])
+    sub64 = RouteFacts.of("2001:db8:1000:ff00::/64", [asn])
+
+    plan, sess, _ = _rs_plan(raw, tmp_path / "a")
+    assert evaluate(exact, plan.policy, sess.policy).accepted
+    assert evaluate(sub56, plan.policy, sess.policy).rule == "too_specific"
+
+    raw["policy"] = {"max_more_specific_length": 56, "max_prefix": 7, "max_as_path_length": 4,
+                     "max_communities": 3, "max_large_communities": 2}
+    plan, sess, values = _rs_plan(raw, tmp_path / "b")
+    assert {k: values[k] for k in raw["policy"]} == raw["policy"]  # written into rs.yaml as given
+    assert evaluate(sub56, plan.policy, sess.policy).accepted
+    assert evaluate(sub64, plan.policy, sess.policy).rule == "too_specific"
+    assert evaluate(RouteFacts.of("2001:db8:1000::/48", [asn] * 5), plan.policy, sess.policy).rule \
+        == "as_path_length"
+    assert "import limit 7 action block;" in render_plan(plan)
+
+
+def test_policy_more_specific_length_must_not_be_shorter_than_the_leases() -> None:
+    raw = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    raw["policy"] = {"max_more_specific_length": 40}
+    from lab.topology.models import Topology
+
+    with pytest.raises(ValueError, match="max_more_specific_length"):
+        Topology.model_validate(raw)

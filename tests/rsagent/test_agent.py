@@ -26,6 +26,7 @@ pytestmark = pytest.mark.netns
 
 ALICE, BOB = 65001, 65002
 ALICE_ADDR = "fd00:100::101"
+ALICE_KEY = "a" * 42 + "Y="  # canonical base64 (zero padding bits), as WireGuard reports it
 LEASES = [f"2001:db8:100:{i:x}00::/56" for i in range(1, 8)]
 BOB_LEASE = "2001:db8:1ff::/48"
 
@@ -52,7 +53,7 @@ def baseline() -> FakeGateway:
     return FakeGateway(
         mapping_list=[Mapping(user_hash="hash-alice", user_id="alice", asn=ALICE, prefixes=list(LEASES)),
                       Mapping(user_hash="hash-bob", user_id="bob", asn=BOB, prefixes=[BOB_LEASE])],
-        tunnel_list=[TunnelPeer(user_hash="hash-alice", public_key="a" * 43 + "=",
+        tunnel_list=[TunnelPeer(user_hash="hash-alice", public_key=ALICE_KEY,
                                 addresses=[f"{ALICE_ADDR}/64"])],
     )
 
@@ -145,8 +146,9 @@ async def test_more_specifics_allowed_by_setting_without_reset(world: World) -> 
 
 
 async def test_released_lease_stops_being_accepted_within_5s(world: World) -> None:
-    """The agent loop notices the lease is gone at its next poll; BIRD drops the route in under 5 s."""
-    agent = new_agent(world)
+    """The agent loop (production intervals) notices the lease is gone at its next poll; BIRD drops the
+    route, and the looking glass says why, both within 5 s of the release."""
+    agent = Agent(make_settings(), world.gw, world.lab.control, world.lab.config_dir)
     await agent.step()
     assert LEASES[0] in accepted_prefixes(world.lab)
     stop = asyncio.Event()
@@ -157,11 +159,11 @@ async def test_released_lease_stops_being_accepted_within_5s(world: World) -> No
         while LEASES[0] in accepted_prefixes(world.lab):
             assert time.monotonic() - released < 5.0, "route still accepted 5 s after the release"
             await asyncio.sleep(0.05)
-        # ... and the looking glass learns why.
+        # ... and the looking glass learns why, fresh within 5 s of the release (the issue's promise).
         while not world.gw.reports or next(r for r in world.gw.reports[-1] if r.prefix == LEASES[0]).state \
                 != "filtered":
-            assert time.monotonic() - released < 30.0
-            await asyncio.sleep(0.1)
+            assert time.monotonic() - released < 5.0, "the looking glass is not fresh 5 s after the release"
+            await asyncio.sleep(0.05)
         report = next(r for r in world.gw.reports[-1] if r.prefix == LEASES[0])
         assert report.reason == f"{LEASES[0]} is not leased to you"
         assert assert_bird_agrees_with_python(world, agent)[LEASES[0]] == "not_leased"
@@ -229,11 +231,11 @@ async def test_wireguard_peers_follow_leases(world: World, tmp_path: Path) -> No
 
     agent = Agent(make_settings(), world.gw, world.lab.control, world.lab.config_dir, peer_sync=Recorder())
     await agent.step()
-    assert calls[-1] == [("a" * 43 + "=", [f"{ALICE_ADDR}/128", *sorted(LEASES)])]
+    assert calls[-1] == [(ALICE_KEY, [f"{ALICE_ADDR}/128", *sorted(LEASES)])]
     world.gw.mapping_list[0] = world.gw.mapping_list[0].model_copy(update={"prefixes": LEASES[:1]})
     try:
         await agent.step()
-        assert calls[-1] == [("a" * 43 + "=", [f"{ALICE_ADDR}/128", LEASES[0]])]
+        assert calls[-1] == [(ALICE_KEY, [f"{ALICE_ADDR}/128", LEASES[0]])]
         n = len(calls)
         await agent.step()
         assert len(calls) == n  # unchanged: not synced again
@@ -354,4 +356,51 @@ async def test_key_rotation_alone_reaches_wireguard(world: World) -> None:
         assert agent.reconcile_wireguard() and [key for key, _ in calls[-1]] == [rotated]
     finally:
         world.gw.tunnel_list[:] = baseline().tunnel_list
+        await agent.step()
+
+
+async def test_change_while_bird_is_down_reaches_wireguard_and_applies_once_bird_is_back(
+        world: World, tmp_path: Path) -> None:
+    """A key registered while BIRD is unreachable goes to WireGuard at once; the failure is in status.json;
+    when BIRD answers again the pending configuration is applied without any further gateway change, and
+    the error is cleared."""
+    from lab.bird import BirdControl
+
+    calls: list[list[tuple[str, list[str]]]] = []
+
+    class Recorder:
+        def sync(self, peers: list[tuple[str, list[str]]]) -> None:
+            calls.append(peers)
+
+    agent = Agent(make_settings(), world.gw, world.lab.control, world.lab.config_dir, peer_sync=Recorder())
+    await agent.step()
+    assert agent.last_error is None
+    agent.control = BirdControl(tmp_path / "nobody.ctl", timeout=2)  # BIRD is down
+    rotated = "c" * 42 + "A="
+    world.gw.tunnel_list[0] = world.gw.tunnel_list[0].model_copy(update={"public_key": rotated})
+    world.gw.mapping_list[0] = world.gw.mapping_list[0].model_copy(update={"prefixes": LEASES[:3]})
+    status_file = world.lab.config_dir / "status.json"
+    try:
+        result = await agent.step()
+        assert result.error and "apply failed" in result.error and not result.applied
+        assert [key for key, _ in calls[-1]] == [rotated]  # WireGuard did not wait for BIRD
+        status = json.loads(status_file.read_text())
+        assert status["last_error"] and "apply failed" in status["last_error"] and status["pending_apply"]
+        # Still down: retried, still reported.
+        result = await agent.step()
+        assert not result.inputs_changed and result.error and not result.applied
+        assert agent.reconcile_wireguard() and [key for key, _ in calls[-1]] == [rotated]
+        # BIRD is back; the gateway has not changed since.
+        agent.control = world.lab.control
+        result = await agent.step()
+        assert not result.inputs_changed and result.applied and result.error is None
+        status = json.loads(status_file.read_text())
+        assert status["last_error"] is None and not status["pending_apply"]
+        assert agent.applied_plan is not None and agent.applied_plan.session(PROTO) is not None
+        sess = agent.applied_plan.session(PROTO)
+        assert sess is not None and len(sess.policy.leases) == 3
+    finally:
+        world.gw.tunnel_list[:] = baseline().tunnel_list
+        world.gw.mapping_list[:] = baseline().mapping_list
+        agent.control = world.lab.control
         await agent.step()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,57 @@ def test_unreachable_socket(tmp_path: Path) -> None:
     with pytest.raises(BirdError, match="cannot reach BIRD") as info:
         BirdControl(tmp_path / "none.ctl", timeout=2).show_protocols()
     assert info.value.exit_code == 7
+
+
+def _fake_bird(tmp_path: Path, reply: bytes) -> tuple[Path, socket.socket]:
+    """A control socket answering every command with ``reply`` (BIRD's framing), in a thread."""
+    path = tmp_path / "fake.ctl"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn, conn.makefile("rb") as rf:
+            conn.sendall(b"0001 BIRD 2.0.12 ready.\n")
+            for _ in rf:
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return path, srv
+
+
+@pytest.mark.parametrize("reply, ok", [
+    (b"0002-Reading configuration from /x/bird.conf\n0003 Reconfigured\n", True),
+    (b"0002-Reading configuration from /x/bird.conf\n0004 Reconfiguration in progress\n", True),
+    (b"0018 Reconfiguration confirmed\n", True),
+    (b"0002-Reading configuration from /x/bird.conf\n0006 Reconfiguration ignored, shutting down\n", False),
+    (b"0002-Reading configuration from /x/bird.conf\n8002 /x/bird.conf:3:1 syntax error\n", False),
+    (b"9001 Something went wrong\n", False),
+    (b"0002-Reading configuration from /x/bird.conf\n0000 OK\n", False),  # unknown: not success
+])
+def test_configure_checks_the_reply_code(tmp_path: Path, reply: bytes, ok: bool) -> None:
+    """Only a reconfiguration BIRD reports as done (or under way) is success; a shutdown, an error or an
+    unknown reply raises BirdConfigError with BIRD's words."""
+    path, srv = _fake_bird(tmp_path, reply)
+    try:
+        with BirdControl(path, timeout=10) as ctl:
+            if ok:
+                assert ctl.configure() == reply.decode().splitlines()[-1][5:]
+            else:
+                with pytest.raises(BirdConfigError) as err:
+                    ctl.configure()
+                assert reply.decode().splitlines()[-1][5:] in str(err.value)
+    finally:
+        srv.close()
+
+
+def test_configure_check_wants_configuration_ok(tmp_path: Path) -> None:
+    """``configure check`` succeeds on 0020 only."""
+    path, srv = _fake_bird(tmp_path, b"0002-Reading configuration from /x\n0003 Reconfigured\n")
+    try:
+        with BirdControl(path, timeout=10) as ctl, pytest.raises(BirdConfigError):
+            ctl.configure(check_only=True)
+    finally:
+        srv.close()

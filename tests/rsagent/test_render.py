@@ -67,15 +67,16 @@ def test_sessions_need_a_mapping_and_an_address_on_our_network() -> None:
     maps = [Mapping(user_hash="a", user_id="alice", asn=65001, prefixes=["2001:db8:100::/48"]),
             Mapping(user_hash="b", user_id="bob", asn=65002, prefixes=["2001:db8:101::/48"]),
             Mapping(user_hash="c", user_id="carol", asn=65003, prefixes=[])]
-    tuns = [TunnelPeer(user_hash="a", public_key="ka", addresses=["fd00:100::101/64"]),
-            TunnelPeer(user_hash="b", public_key="kb", addresses=["fd00:999::101/64"]),  # other network
-            TunnelPeer(user_hash="d", public_key="kd", addresses=["fd00:100::104/64"])]  # no ASN yet
+    ka, kb, kd = ("A" * 42 + "A=", "B" * 42 + "A=", "D" * 42 + "A=")
+    tuns = [TunnelPeer(user_hash="a", public_key=ka, addresses=["fd00:100::101/64"]),
+            TunnelPeer(user_hash="b", public_key=kb, addresses=["fd00:999::101/64"]),  # other network
+            TunnelPeer(user_hash="d", public_key=kd, addresses=["fd00:100::104/64"])]  # no ASN yet
     plan = build_plan(settings, maps, tuns)
     assert [(s.user_id, str(s.neighbor), s.asn) for s in plan.sessions] == [("alice", "fd00:100::101", 65001)]
     assert plan.sessions[0].protocol == protocol_name("a", 65001)
     # WireGuard: overlay address + leased prefixes; a tunnel without ASN still gets its overlay address.
-    assert dict(plan.wireguard_peers) == {"ka": ("fd00:100::101/128", "2001:db8:100::/48"),
-                                          "kd": ("fd00:100::104/128",)}
+    assert dict(plan.wireguard_peers) == {ka: ("fd00:100::101/128", "2001:db8:100::/48"),
+                                          kd: ("fd00:100::104/128",)}
     # ROAs come from every active lease, session or not.
     assert sorted((str(r.prefix), r.max_length, r.asn) for r in plan.policy.roas) == [
         ("2001:db8:100::/48", 48, 65001), ("2001:db8:101::/48", 48, 65002)]
@@ -127,6 +128,9 @@ def test_bird_accepts_rendered_config(tmp_path: Path, bird_bin: str, n_users: in
     {"platform_prefixes": [], "pools": []},
     {"max_more_specific_length": 64, "kernel_export": True, "passive_user_sessions": False},
     {"max_communities": 0, "max_large_communities": 0, "max_as_path_length": 1, "max_prefix": 1},
+    {"upstreams": [Upstream(name="transit", address="fd00:100::ffff", asn=64496, password="s3cret-Pa55word",
+                            ttl_security=True)],
+     "wireguard_interface": "plab-rs1"},
 ])
 def test_bird_accepts_every_settings_variant(tmp_path: Path, bird_bin: str,
                                             overrides: dict[str, object]) -> None:
@@ -143,3 +147,44 @@ def test_validation_reports_birds_message(tmp_path: Path, bird_bin: str) -> None
     conf.write_text("router id 1.2.3.4;\nprotocol bgp x { local as 70000000000; }\n")
     with pytest.raises(BirdConfigError, match=r"bad.conf"):
         validate_config(conf, bird_binary=bird_bin)
+
+
+def test_one_wireguard_key_is_one_peer() -> None:
+    """Keys are canonicalised; a key registered by two users (another spelling included) gives no peer to
+    either, instead of two entries fighting over one WireGuard peer; other users are unaffected."""
+    from peerlab_tui.core.tunnel import generate_private_key, public_key
+
+    settings = make_settings()
+    maps, _ = users(3)
+    shared, own = public_key(generate_private_key()), public_key(generate_private_key())
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    alias = shared[:-2] + alphabet[alphabet.index(shared[-2]) | 1] + "="
+    assert alias != shared
+    tuns = [TunnelPeer(user_hash=maps[0].user_hash, public_key=shared, addresses=["fd00:100::100/64"]),
+            TunnelPeer(user_hash=maps[1].user_hash, public_key=alias, addresses=["fd00:100::101/64"]),
+            TunnelPeer(user_hash=maps[2].user_hash, public_key=own, addresses=["fd00:100::102/64"])]
+    plan = build_plan(settings, maps, tuns)
+    assert [key for key, _ in plan.wireguard_peers] == [own]
+    assert [s.user_hash for s in plan.sessions] == [maps[2].user_hash]
+    # Alone, the other spelling is canonicalised (WireGuard reports the canonical text).
+    plan = build_plan(settings, maps[1:2], tuns[1:2])
+    assert [key for key, _ in plan.wireguard_peers] == [shared]
+
+
+def test_upstream_password_gtsm_and_user_sessions_bound_to_the_tunnel() -> None:
+    """The upstream session carries its TCP MD5 password and GTSM; user sessions name the WireGuard
+    interface; a password BIRD could misparse is refused by the settings."""
+    settings = make_settings(upstreams=[Upstream(name="transit", address="fd00:100::ffff", asn=64496,
+                                                 password="s3cret-Pa55word", ttl_security=True)],
+                             wireguard_interface="plab-rs1")
+    maps, tuns = users(2)
+    text = render_config(settings, maps, tuns)
+    upstream = text[text.index("protocol bgp t_transit"):]
+    assert 'password "s3cret-Pa55word";' in upstream and "ttl security on;" in upstream
+    template = text[text.index("template bgp rs_user"):text.index("template bgp rs_user") + 300]
+    assert 'interface "plab-rs1";' in template
+    assert "password" not in render_config(make_settings(), maps, tuns)
+    with pytest.raises(ValueError):
+        Upstream(name="t", address="fd00::1", asn=1, password='bad"; import all; #')
+    with pytest.raises(ValueError):
+        make_settings(wireguard_interface='x"; y')

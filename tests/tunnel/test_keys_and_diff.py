@@ -11,6 +11,7 @@ import pytest
 
 from peerlab_tui.core.models import TunnelPeer
 from peerlab_tui.core.tunnel import (
+    DeviceStatus,
     KeyFileError,
     PeerConfig,
     PeerStatus,
@@ -22,7 +23,7 @@ from peerlab_tui.core.tunnel import (
     rs_peer_config,
 )
 from peerlab_tui.core.tunnel.device import resolve_endpoint, split_endpoint
-from peerlab_tui.core.tunnel.keys import key_to_hex, x25519
+from peerlab_tui.core.tunnel.keys import decode_key, key_to_hex, x25519
 from peerlab_tui.core.tunnel.manager import parse_ping_avg
 from peerlab_tui.core.tunnel.uapi import build_set, parse_get
 from tests.support.requirements import require_binary
@@ -139,3 +140,26 @@ def test_parse_ping_avg() -> None:
            "rtt min/avg/max/mdev = 0.041/0.057/0.080/0.016 ms\n")
     assert parse_ping_avg(out) == 0.057
     assert parse_ping_avg("3 packets transmitted, 0 received, 100% packet loss, time 2040ms\n") is None
+
+
+def _other_spelling(key: str) -> str:
+    """The same 32 bytes in another base64 text (non-zero padding bits in the last character)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet[alphabet.index(key[-2]) | 1]
+    other = key[:-2] + last + "="
+    assert other != key and decode_key(other) == decode_key(key)
+    return other
+
+
+def test_keys_are_compared_as_bytes_not_text() -> None:
+    """Another spelling of a configured key is the same peer: no add, no remove, no duplicate entry."""
+    a = public_key(generate_private_key())
+    alias = _other_spelling(a)
+    assert PeerConfig(alias).public_key == a
+    current = [_status(a, ("fd00::a/128",))]
+    assert diff_peers(current, [PeerConfig(alias, allowed_ips=("fd00::a/128",))]).empty
+    diff = diff_peers([_status(alias, ("fd00::a/128",))], [PeerConfig(a, allowed_ips=("fd00::b/128",))])
+    assert not diff.add and not diff.remove and [p.public_key for p in diff.update] == [a]
+    with pytest.raises(ValueError, match="twice"):
+        diff_peers([], [PeerConfig(a), PeerConfig(alias, allowed_ips=("::/0",))])
+    assert DeviceStatus("wg0", None, None, (_status(a, ()),)).peer(alias) is not None

@@ -180,3 +180,28 @@ def test_two_namespaces_handshake_and_traffic(wg_factory: WgFactory, netns_facto
     # Remove the user on the RS side: the tunnel stops carrying traffic.
     sync_peers(rs, [])
     assert measure_rtt("fd00:10::1", netns=user_ns, count=2) is None
+
+
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        raw = fh.read()
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+
+
+def test_daemon_does_not_inherit_secrets(wg_factory: WgFactory, netns_factory: NetnsFactory,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """wireguard-go outlives ``tunnel up``: its /proc/PID/environ must not carry the user's token (or any
+    other variable of the caller), only PATH, the lab marker and WireGuard's own settings."""
+    monkeypatch.setenv("PEERLAB_TOKEN", "plu_secret-token-value")
+    monkeypatch.setenv("PEERLAB_GATEWAY_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nope")
+    monkeypatch.setenv("PEERLAB_LAB", "tmarker")
+    monkeypatch.setenv("WG_SUDO", "1")
+    dev = wg_factory.create(netns_factory.create("env"))
+    assert dev.pid is not None
+    env = _environ(dev.pid)
+    assert "PEERLAB_TOKEN" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    assert "PEERLAB_GATEWAY_URL" not in env
+    with open(f"/proc/{dev.pid}/environ", "rb") as fh:
+        assert b"plu_secret-token-value" not in fh.read()
+    assert env["PEERLAB_LAB"] == "tmarker" and env["WG_SUDO"] == "1" and env["PATH"]

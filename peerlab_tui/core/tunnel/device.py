@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 from peerlab_tui.core import netns as nsmod
-from peerlab_tui.core.models import TunnelPeer
+from peerlab_tui.core.models import TunnelPeer, canonical_wireguard_key
 from peerlab_tui.core.tunnel.errors import NamespaceNotFoundError, TunnelError
 from peerlab_tui.core.tunnel.keys import decode_key
 
@@ -87,6 +87,8 @@ class PeerConfig:
             decode_key(self.public_key)
         except ValueError as exc:
             raise ValueError(f"peer public key {self.public_key!r}: {exc}") from exc
+        # Keys are compared as text (diffs, duplicates): one spelling per key, the one WireGuard reports.
+        object.__setattr__(self, "public_key", canonical_wireguard_key(self.public_key))
         object.__setattr__(self, "allowed_ips", tuple(normalize_cidr(a) for a in self.allowed_ips))
         if self.endpoint is not None:
             split_endpoint(self.endpoint)
@@ -117,8 +119,9 @@ class DeviceStatus:
     peers: tuple[PeerStatus, ...] = field(default_factory=tuple)
 
     def peer(self, public_key: str) -> PeerStatus | None:
-        """The peer with this public key, if configured."""
-        return next((p for p in self.peers if p.public_key == public_key), None)
+        """The peer with this public key (any base64 spelling of it), if configured."""
+        want = _canonical_or_text(public_key)
+        return next((p for p in self.peers if _canonical_or_text(p.public_key) == want), None)
 
 
 class WireGuardDevice(Protocol):
@@ -209,20 +212,29 @@ def _needs_update(want: PeerConfig, have: PeerStatus) -> bool:
     )
 
 
+def _canonical_or_text(key: str) -> str:
+    try:
+        return canonical_wireguard_key(key)
+    except ValueError:
+        return key
+
+
 def diff_peers(current: Iterable[PeerStatus], desired: Iterable[PeerConfig]) -> PeerDiff:
-    """The changes that turn ``current`` into ``desired``, matched by public key.
+    """The changes that turn ``current`` into ``desired``, matched by public key (the 32 bytes, not the
+    base64 text: two spellings of one key are one peer).
 
     A rotated key shows up as the old key removed and the new key added.
     """
-    have = {p.public_key: p for p in current}
+    have = {_canonical_or_text(p.public_key): p for p in current}
     want: dict[str, PeerConfig] = {}
     for p in desired:
-        if p.public_key in want and want[p.public_key] != p:
-            raise ValueError(f"public key {p.public_key} is desired twice with different settings")
-        want[p.public_key] = p
+        key = canonical_wireguard_key(p.public_key)
+        if key in want and want[key] != p:
+            raise ValueError(f"public key {key} is desired twice with different settings")
+        want[key] = p
     add = tuple(p for k, p in want.items() if k not in have)
     update = tuple(p for k, p in want.items() if k in have and _needs_update(p, have[k]))
-    remove = tuple(k for k in have if k not in want)
+    remove = tuple(p.public_key for k, p in have.items() if k not in want)
     return PeerDiff(add=add, update=update, remove=remove)
 
 

@@ -66,6 +66,24 @@ def wireguard_go_binary() -> str:
     return path
 
 
+# What a daemon we start may inherit from our environment: nothing secret (PEERLAB_TOKEN, the gateway URL
+# with credentials, cloud keys ...). /proc/PID/environ outlives the command that started the daemon.
+INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+# The lab's marker (``lab down`` recognises the daemons it started by it); not a secret.
+LAB_MARKER_ENV = "PEERLAB_LAB"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def daemon_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment for wireguard-go: PATH and locale, the lab marker, its own ``WG_*`` settings
+    (``WG_TUN_FD``, ``WG_UAPI_FD``, ``WG_PROCESS_FOREGROUND`` ...), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if k in INHERITED_ENV or k == LAB_MARKER_ENV or k.startswith("WG_")}
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.update(extra or {})
+    return env
+
+
 def _wait_gone(pid: int, ifname: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -121,7 +139,7 @@ class WireGuardGo:
             log_path = Path(tempfile.gettempdir()) / f"peerlab-wireguard-go-{ifname}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         # Foreground mode keeps the PID we get the daemon's own; the variable also silences its banner.
-        env = {**os.environ, "WG_PROCESS_FOREGROUND": "1"}
+        env = daemon_environment({"WG_PROCESS_FOREGROUND": "1"})
         argv = [*nsmod.netns_prefix(netns), binary, "-f", ifname]
         try:
             # O_NOFOLLOW: the default log lives in a shared temp directory.
@@ -225,4 +243,5 @@ def _tail(path: Path, limit: int = 600) -> str:
     return text[-limit:] if text else "(no output)"
 
 
-__all__ = ["UapiError", "WireGuardGo", "find_wireguard_go_pid", "is_wireguard_go_for", "wireguard_go_binary"]
+__all__ = ["UapiError", "WireGuardGo", "daemon_environment", "find_wireguard_go_pid", "is_wireguard_go_for",
+           "wireguard_go_binary"]
