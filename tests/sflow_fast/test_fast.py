@@ -281,3 +281,38 @@ def test_unaligned_buffer_and_empty_batch() -> None:
     assert_same_columns(c1, c2, "unaligned")
     f0, c0 = decode_batch([])
     assert len(f0) == 0 and len(c0) == 0
+
+
+def _unknown_address_datagrams() -> list[bytes]:
+    """Legal datagrams with the XDR address type 0 ("unknown") where the spec allows it."""
+    router = flow_sample([flow_record("extended_router", nexthop=None, src_mask_len=24, dst_mask_len=16)])
+    gateway = flow_sample([flow_record("extended_gateway", nexthop=None, src_as=64501)])
+    plain = flow_sample([flow_record("sampled_ipv4", length=84, protocol=1, src_ip="192.0.2.1",
+                                     dst_ip="192.0.2.2")])
+    return [
+        encode_datagram(datagram([router])),
+        encode_datagram(datagram([gateway])),
+        encode_datagram(datagram([plain], agent_address=None)),  # type: ignore[arg-type]
+    ]
+
+
+def test_unknown_addresses_decode_without_raising_and_match_the_reference() -> None:
+    """An unknown next hop or agent address (type 0) once took the whole batch down; now it is a value."""
+    dgs = _unknown_address_datagrams()
+    for one in dgs:  # each alone, as the live listener may receive it
+        res = decode_batch_ex([one])
+        assert res.datagrams == 1 and len(res.flows) == 1
+    res = decode_batch_ex(dgs)
+    ref_f, _ = reference(dgs)
+    assert_same_columns(res.flows, ref_f, "unknown addresses")
+    assert res.flows.nexthop_version.tolist()[0] == 0 and bytes(res.flows.nexthop[0]) == bytes(16)
+    assert res.flows.gw_nexthop_version.tolist()[1] == 0
+    assert bytes(res.flows.agent[2]) == bytes(16)
+
+
+def test_raw_datagram_file_with_unknown_agent_address_is_read(tmp_path: Path) -> None:
+    """A raw .bin datagram whose agent address type is 0 is a datagram, not 'not a capture'."""
+    path = tmp_path / "unknown-agent.bin"
+    path.write_bytes(_unknown_address_datagrams()[2])
+    capture = read_file(path)
+    assert capture.kind == "raw" and capture.stats.packets == 1

@@ -16,8 +16,14 @@ from peerlab_tui.core.sflow.fast import ETHERNET_FIELDS, GENERIC_FIELDS, Counter
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 
 
-def addr16(text: str) -> tuple[bytes, int]:
-    """16-byte form (IPv4-mapped for IPv4) and version of an address string."""
+def addr16(text: str | None) -> tuple[bytes, int]:
+    """16-byte form (IPv4-mapped for IPv4) and version of an address string.
+
+    The XDR address union's type 0 ("unknown", decoded as None) is legal on the wire (agents, next hops):
+    it becomes 16 zero bytes and version 0, distinct from the -1 of an absent record.
+    """
+    if not text:
+        return bytes(16), 0
     ip = ipaddress.ip_address(text)
     if ip.version == 4:
         return _V4_MAPPED + ip.packed, 4

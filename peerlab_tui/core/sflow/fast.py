@@ -1179,9 +1179,13 @@ def _fallback(raw: U8, starts: I64, ends: I64, index: I64) -> tuple[FlowBatch, C
         d = decode_datagram(raw[s:e].tobytes())
         if not d.ok:
             continue
+        try:
+            f, ct = rows_from_datagram(d, i)
+        except Exception:  # a bug here must cost one datagram (counted as an error), never the batch
+            log.exception("sFlow datagram %d could not be turned into columns; counted as an error", i)
+            continue
         ok += 1
         nsamp += len(d.samples)
-        f, ct = rows_from_datagram(d, i)
         flows.append(f)
         ctrs.append(ct)
     return FlowBatch.concat(flows), CounterBatch.concat(ctrs), ok, nsamp

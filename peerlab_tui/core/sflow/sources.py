@@ -167,7 +167,17 @@ def read_file(path: str | os.PathLike[str], *, timestamps: bool = True) -> Captu
         return _read_pcap(p, data, arr, timestamps)
     if head == PCAPNG_MAGIC:
         return _read_pcapng(p, bytes(data))
-    if len(data) >= 8 and head == b"\0\0\0\x05" and bytes(data[4:8]) in (b"\0\0\0\x01", b"\0\0\0\x02"):
+    # Agent address type 0 (unknown), 1 (IPv4) or 2 (IPv6): all legal.
+    if (
+        len(data) >= 8
+        and head == b"\0\0\0\x05"
+        and bytes(data[4:8])
+        in (
+            b"\0\0\0\x00",
+            b"\0\0\0\x01",
+            b"\0\0\0\x02",
+        )
+    ):
         # A raw sFlow v5 datagram (the UDP payload) as saved by collectors' test suites.
         batch = RawBatch(arr, np.zeros(1, np.int64), np.array([len(data)], np.int64))
         return Capture(batch, CaptureStats(packets=1, udp=1), kind="raw")
