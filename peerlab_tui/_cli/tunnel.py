@@ -102,6 +102,10 @@ def tunnel_up(netns: str | None, rotate_key: bool, wait_s: float, backend: str |
         return result, reachable
 
     result, reachable = _run_with_gateway(gateway, token, _state_dir(state_dir), netns, backend, up)
+    # The user now owns the tunnel: a later `bgp down` must not take it down even if `bgp up` built it.
+    from peerlab_tui.core.bgp.userside import release_tunnel_ownership
+
+    release_tunnel_ownership(_state_dir(state_dir))
     if as_json:
         emit_json({**result.to_dict(), "reachable": reachable})
         return

@@ -197,7 +197,12 @@ def test_cli_up_outlives_the_command_then_status_and_down(lab: Lab, tmp_path: Pa
     token = _user(lab.platform, "carol")
     env = {**os.environ, "PEERLAB_GATEWAY_URL": lab.platform.gw.url, "PEERLAB_TOKEN": token,
            "PEERLAB_STATE_DIR": str(tmp_path / "state")}
+    # As if `bgp up` had built the tunnel earlier: a `tunnel up` by the user takes the ownership over.
+    owner = tmp_path / "state" / "bgp" / "tunnel-owner.json"
+    owner.parent.mkdir(parents=True)
+    owner.write_text("{}")
     up = _cli("up", "--netns", lab.user_ns, "--wait", "0", "--json", env=env)  # the test plays the agent
+    assert not owner.exists(), "tunnel up must release bgp's ownership of the tunnel"
     assert up.returncode == 0, up.stderr
     data = json.loads(up.stdout)
     assert [i["rs_name"] for i in data["interfaces"]] == ["rs1", "rs2"]

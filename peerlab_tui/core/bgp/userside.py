@@ -41,6 +41,12 @@ def bgp_dir(state_dir: Path) -> Path:
     return Path(state_dir) / "bgp"
 
 
+def release_tunnel_ownership(state_dir: Path) -> None:
+    """Forget that ``bgp up`` created the tunnel: the user brought it up themselves (``tunnel up``), so
+    ``bgp down`` must leave it up."""
+    (bgp_dir(state_dir) / OWNER_FILE).unlink(missing_ok=True)
+
+
 def tunnel_netns(state_dir: Path) -> tuple[bool, str | None]:
     """(whether a tunnel is recorded in ``state_dir``, the namespace it was built in)."""
     records = TunnelManager(None, state_dir).load_state()
