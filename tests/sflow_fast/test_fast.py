@@ -287,8 +287,9 @@ def _unknown_address_datagrams() -> list[bytes]:
     """Legal datagrams with the XDR address type 0 ("unknown") where the spec allows it."""
     router = flow_sample([flow_record("extended_router", nexthop=None, src_mask_len=24, dst_mask_len=16)])
     gateway = flow_sample([flow_record("extended_gateway", nexthop=None, src_as=64501)])
-    plain = flow_sample([flow_record("sampled_ipv4", length=84, protocol=1, src_ip="192.0.2.1",
-                                     dst_ip="192.0.2.2")])
+    plain = flow_sample(
+        [flow_record("sampled_ipv4", length=84, protocol=1, src_ip="192.0.2.1", dst_ip="192.0.2.2")]
+    )
     return [
         encode_datagram(datagram([router])),
         encode_datagram(datagram([gateway])),

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from peerlab_tui.core.sflow.fast import ETHERNET_FIELDS, GENERIC_FIELDS, CounterBatch, FlowBatch
+from peerlab_tui.core.sflow.fast import ETHERNET_FIELDS, FOUNDRY, GENERIC_FIELDS, CounterBatch, FlowBatch
 
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 
@@ -171,13 +171,24 @@ def _build(cls: Any, rows: list[dict[str, Any]]) -> Any:
     return batch
 
 
+def _unwrap(sample: Any) -> Any:
+    """The standard sample a row is made of: the sample itself, or the inner sample of a Foundry 1991:1
+    wrapper (Brocade's ACL-based sFlow wraps ordinary flow samples); None for every other vendor sample.
+
+    The row keeps the wrapper's ordinal (``sample_index``) and the inner sample's format (1/3, 2/4)."""
+    if sample.enterprise == FOUNDRY[0] and sample.format == FOUNDRY[1] and sample.inner is not None:
+        sample = sample.inner
+    return sample if sample.enterprise == 0 else None
+
+
 def rows_from_datagram(d: Any, index: int = 0) -> tuple[FlowBatch, CounterBatch]:
     """Flow and counter rows of one decoded datagram (``index`` is its position in the batch)."""
     flows: list[dict[str, Any]] = []
     ctrs: list[dict[str, Any]] = []
     if d.ok:
-        for k, s in enumerate(d.samples):
-            if s.enterprise != 0:
+        for k, outer in enumerate(d.samples):
+            s = _unwrap(outer)
+            if s is None:
                 continue
             if s.format in (1, 3):
                 flows.append(_flow_row(d, index, k, s))

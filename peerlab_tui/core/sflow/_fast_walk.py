@@ -84,7 +84,10 @@ class Buffer:
         clipped to the last word (callers mask such values, as they do reads in the padding); the walk reads
         only inside containers.
         """
-        buf = cls(None, int(data.size), words=False, lazy=lambda: data)
+        size = int(data.size)
+        if size < 4:  # no whole word (a batch of empty or tiny packets): clipped reads need one word to read
+            data = np.concatenate([data, np.zeros(4 - size, np.uint8)])
+        buf = cls(None, size, words=False, lazy=lambda: data)
         # The raw words in memory order: ``take`` from a native array is the fast gather (a big-endian
         # array would be converted whole first); each gathered result is then read as big-endian.
         buf.be = data[: (data.size // 4) * 4].view(np.uint32)

@@ -39,7 +39,8 @@ _SAMPLE_HEADER_ATTRS = (
     "source_id_type",
     "source_id_index",
 )
-_RECORD_LISTS = ("flow_records", "counters", "discard_records")
+_SAMPLE_HEADER_SET = frozenset(_SAMPLE_HEADER_ATTRS)
+_RECORD_LISTS = frozenset(("flow_records", "counters", "discard_records"))
 
 
 class _Records(list[Record]):
@@ -160,7 +161,7 @@ def _decode_sample(data: bytes, off: int, end: int, issues: list[DecodeIssue]) -
 
 def _fill_sample(sample: Sample, values: dict[str, Any]) -> None:
     for name, value in values.items():
-        if name in _SAMPLE_HEADER_ATTRS:
+        if name in _SAMPLE_HEADER_SET:
             setattr(sample, name, value)
         elif name == "source_id":
             sample.source_id_type, sample.source_id_index = value

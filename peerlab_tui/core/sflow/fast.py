@@ -8,7 +8,8 @@ datagrams at once (see ``_fast_walk``).
 Anything the vectorised path does not cover — a header protocol other than Ethernet (1), IPv4 (11) or IPv6
 (12), IPv6 extension headers in a sampled header, a record shorter than its fixed fields, two records of the
 same kind in one sample, counts or lengths that overrun (truncation), agent address types other than
-IPv4/IPv6 — sends *that datagram* to the per-record decoder (:func:`peerlab_tui.core.sflow.decode_datagram`);
+IPv4/IPv6, a Foundry 1991:1 wrapper (its inner flow/counter sample becomes the row) —
+sends *that datagram* to the per-record decoder (:func:`peerlab_tui.core.sflow.decode_datagram`);
 its output is turned into the same columns by :func:`rows_from_datagram`, so both paths give identical rows.
 Datagrams that are not sFlow v5 produce no rows and are counted in ``errors``.
 
@@ -73,6 +74,8 @@ _ODD_ETHERTYPE[:0x0600] = True
 _ODD_ETHERTYPE[[0x8847, 0x8848]] = True
 _IP6_EXT = np.zeros(256, np.bool_)
 _IP6_EXT[[0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254]] = True
+FOUNDRY = (1991, 1)  # (enterprise, format) of the Foundry/Brocade wrapper sample
+_FOUNDRY_TAG = FOUNDRY[0] << 12 | FOUNDRY[1]
 _HAS_PORTS = np.zeros(256, np.bool_)
 _HAS_PORTS[[6, 17, 132]] = True  # TCP, UDP, SCTP
 
@@ -498,6 +501,11 @@ def _decode_group(buf: Buffer, starts: I64, ends: I64) -> tuple[FlowBatch, Count
     not_v5 = dg.version != 5
     smp = walk(buf, dg.first_sample, dg.num_samples, dg.end, bad, by_owner=True)  # rows in datagram order
 
+    # Foundry 1991:1 wraps a whole flow/counter sample: rare, so such datagrams take the per-record decoder,
+    # whose rows are made of the inner sample (see _fast_reference).
+    wrapped = smp.tag == _FOUNDRY_TAG
+    if wrapped.any():
+        bad[smp.owner[wrapped]] = True
     flow_sel = np.flatnonzero((smp.tag == 1) | (smp.tag == 3))
     ctr_sel = np.flatnonzero((smp.tag == 2) | (smp.tag == 4))
     fl = _flow_samples(buf, dg, smp, flow_sel, bad)

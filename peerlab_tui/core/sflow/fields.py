@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import re
+import socket
 import struct
 import uuid
 from collections.abc import Callable, Mapping
@@ -206,13 +207,29 @@ class SignedEnum(I32):
     type_name = "i32"
 
 
+# Interfaces are immutable and an agent reports few distinct ones: sharing them saves a frozen-dataclass
+# construction per interface per sample (bounded, so hostile input cannot grow it without limit).
+_INTERFACES: dict[int, Interface] = {}
+_INTERFACES_MAX = 4096
+
+
+def compact_interface(raw: int) -> Interface:
+    """The :class:`Interface` of a compact ``format << 30 | value`` word (shared instances)."""
+    value = _INTERFACES.get(raw)
+    if value is None:
+        value = Interface(raw >> 30, raw & 0x3FFFFFFF)
+        if len(_INTERFACES) < _INTERFACES_MAX:
+            _INTERFACES[raw] = value
+    return value
+
+
 class InterfaceCompact(U32):
     """A compact interface: ``format << 30 | value`` decoded into :class:`Interface`."""
 
     type_name = "interface"
 
     def from_raw(self, raw: Any) -> Any:
-        return Interface(raw >> 30, raw & 0x3FFFFFFF)
+        return compact_interface(raw)
 
     def to_raw(self, value: Any) -> Any:
         if isinstance(value, int):
@@ -495,7 +512,8 @@ class Address(Field):
         if typ == 1:
             if off + 8 > end:
                 raise DecodeError(f"{self.name}: IPv4 address truncated", off)
-            return str(ipaddress.IPv4Address(data[off + 4 : off + 8])), off + 8
+            # inet_ntop gives str(IPv4Address) ten times faster (the agent of every datagram is one)
+            return socket.inet_ntop(socket.AF_INET, data[off + 4 : off + 8]), off + 8
         if typ == 2:
             if off + 20 > end:
                 raise DecodeError(f"{self.name}: IPv6 address truncated", off)
