@@ -122,3 +122,21 @@ def test_asn_range_exhausted(make_gateway: GatewayFactory) -> None:
     c = gw.create_user("c")
     assert_error(call(gw, "POST", "/api/user/asn", c["token"]), 503, "asn_exhausted")
     assert call(gw, "POST", "/api/user/asn", a["token"]).json()["asn"] == a["asn"]
+
+
+def test_four_byte_private_asns_are_allocated(make_gateway: GatewayFactory) -> None:
+    """The 4-byte private range works end to end (values above 2**31 survive the database), then 503."""
+    gw = make_gateway(["--asn-range", "4294967293-4294967294"])
+    a, b = user_with_asn(gw, "a4"), user_with_asn(gw, "b4")
+    assert {a["asn"], b["asn"]} == {4294967293, 4294967294}
+    info = call(gw, "GET", "/api/user/info", a["token"]).json()
+    assert info["asn"] == a["asn"]
+    assert_error(call(gw, "POST", "/api/user/asn", gw.create_user("c4")["token"]), 503, "asn_exhausted")
+
+
+def test_a_prefix_needs_an_asn_first(make_gateway: GatewayFactory) -> None:
+    """400 no_asn, on both databases, before any lease is made."""
+    gw = make_gateway([])
+    user = gw.create_user("no-asn")
+    assert_error(call(gw, "POST", "/api/user/prefix", user["token"], json={"duration_hours": 1}), 400, "no_asn")
+    assert call(gw, "GET", "/api/user/info", user["token"]).json()["active_leases"] == []
