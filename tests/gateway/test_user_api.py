@@ -138,5 +138,6 @@ def test_a_prefix_needs_an_asn_first(make_gateway: GatewayFactory) -> None:
     """400 no_asn, on both databases, before any lease is made."""
     gw = make_gateway([])
     user = gw.create_user("no-asn")
-    assert_error(call(gw, "POST", "/api/user/prefix", user["token"], json={"duration_hours": 1}), 400, "no_asn")
+    resp = call(gw, "POST", "/api/user/prefix", user["token"], json={"duration_hours": 1})
+    assert_error(resp, 400, "no_asn")
     assert call(gw, "GET", "/api/user/info", user["token"]).json()["active_leases"] == []
