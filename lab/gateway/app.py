@@ -1,8 +1,9 @@
 """The gateway's HTTP API (FastAPI): user, admin, service, health, metrics.
 
 Every error, including validation errors and unknown routes, is an ``ErrorBody``
-(``{"error": status, "message": ..., "reason": ...}``). Endpoints are synchronous and run in the
-threadpool; the service layer serializes writes in the database.
+(``{"error": status, "message": ..., "reason": ...}``). The database work of a request (authentication,
+then the operation) runs in one step: inline on the event loop on SQLite, in one worker thread on PostgreSQL.
+The user API's hot endpoints return pre-serialized JSON (their ``response_model`` only documents it).
 """
 
 # No "from __future__ import annotations": FastAPI must see the closures' dependency types.
@@ -24,7 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lab.gateway.clock import Clock
 from lab.gateway.config import GatewayConfig
 from lab.gateway.db import Database
-from lab.gateway.service import ApiError, GatewayService, Principal
+from lab.gateway.limits import BodySizeLimit
+from lab.gateway.service import ApiError, GatewayService, Principal, UnresolvedToken
 from peerlab_tui import __version__
 from peerlab_tui.core import models as m
 from peerlab_tui.core.models import ErrorReason
@@ -75,6 +77,12 @@ def error_response(
     """An ErrorBody response."""
     body = m.ErrorBody(error=status, message=message, reason=reason)
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def json_response(model: BaseModel) -> Response:
+    """A model as JSON, serialized once: the endpoints' ``response_model`` still documents the schema, but
+    FastAPI does not validate and serialize the returned object a second time."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def _describe_validation(errors: list[Any]) -> str:
@@ -200,8 +208,13 @@ def create_app(config: GatewayConfig, db: Database, clock: Clock | None = None) 
         return error_response(500, ErrorReason.INTERNAL, "internal error (see the gateway's log)")
 
     # --- authentication ----------------------------------------------------------------------------------
+    # On SQLite the database work runs inline on the event loop: every operation is a few sub-millisecond
+    # statements on a local file and writes are serialized anyway, whereas handing each request to a worker
+    # thread and back costs more than the work (GIL hand-offs between the loop and the workers).
+    inline = db.is_sqlite
     # The header is parsed on the event loop; the token lookup, the permission check, body validation and
-    # the operation then run in ONE worker-thread hop (two hops would queue each request twice under load).
+    # the operation then run in ONE step (on PostgreSQL one worker-thread hop: two hops would queue each
+    # request twice under load).
     # Authentication always comes first: a bad token gets 401/403 whatever the body holds.
 
     class Caller:
@@ -230,8 +243,28 @@ def create_app(config: GatewayConfig, db: Database, clock: Clock | None = None) 
             return found
 
         async def run(self, work: Callable[[Principal], Any]) -> Any:
-            """Authenticate, then do ``work(principal)``, in one worker thread."""
+            """Authenticate, then do ``work(principal)``: inline on SQLite, else in one worker thread."""
+            if inline:
+                return work(self.check())
             return await run_in_threadpool(lambda: work(self.check()))
+
+        async def by_token(self, work: Callable[[str], Any]) -> Any:
+            """Do ``work(token)`` with a ``*_by_token`` service call that resolves the user itself (saving a
+            round trip on PostgreSQL); the token is checked on its own only when that finds no user, or when
+            the work refuses the input (authentication errors take precedence over input errors)."""
+
+            def attempt() -> Any:
+                try:
+                    return work(self.token)
+                except UnresolvedToken:
+                    self.check()  # raises the precise 401 or 403
+                    raise ApiError(401, ErrorReason.UNAUTHENTICATED, "invalid or revoked token") from None
+                except ApiError as exc:
+                    if exc.status == 400:
+                        self.check()
+                    raise
+
+            return attempt() if inline else await run_in_threadpool(attempt)
 
         async def as_user(self, work: Callable[[int], Any]) -> Any:
             """Like ``run`` with the caller's user id."""
@@ -322,22 +355,24 @@ def create_app(config: GatewayConfig, db: Database, clock: Clock | None = None) 
     }
 
     @app.get("/api/user/info", response_model=m.UserInfo, tags=["user"])
-    async def user_info(caller: UserCaller) -> m.UserInfo:
+    async def user_info(caller: UserCaller) -> Response:
         """The caller's hash, ASN, lease limit and active leases."""
-        return await caller.as_user(service.user_info)
+        return json_response(await caller.as_user(service.user_info))
 
     @app.post("/api/user/asn", response_model=m.AsnResponse, tags=["user"])
-    async def user_asn(caller: UserCaller) -> m.AsnResponse:
+    async def user_asn(caller: UserCaller) -> Response:
         """Assign the caller an ASN (sticky; asking again returns the same one)."""
-        return await caller.as_user(service.assign_asn)
+        return json_response(await caller.as_user(service.assign_asn))
 
     @app.post("/api/user/prefix", response_model=m.PrefixResponse, tags=["user"], openapi_extra=duration_body)
-    async def user_prefix(caller: UserCaller, request: Request) -> m.PrefixResponse:
+    async def user_prefix(caller: UserCaller, request: Request) -> Response:
         """Lease a prefix for ``duration_hours`` hours."""
         body = await request.body()
-        return await caller.as_user(
-            lambda uid: service.request_prefix(
-                uid, parse_body(m.DurationRequest, body, duration=True).duration_hours
+        return json_response(
+            await caller.by_token(
+                lambda token: service.request_prefix_by_token(
+                    token, parse_body(m.DurationRequest, body, duration=True).duration_hours
+                )
             )
         )
 
@@ -347,25 +382,29 @@ def create_app(config: GatewayConfig, db: Database, clock: Clock | None = None) 
         tags=["user"],
         openapi_extra=duration_body,
     )
-    async def user_renew(caller: UserCaller, prefix: str, request: Request) -> m.PrefixResponse:
+    async def user_renew(caller: UserCaller, prefix: str, request: Request) -> Response:
         """Extend an active lease by ``duration_hours`` from its current end (bounded by the max lifetime)."""
         body = await request.body()
-        return await caller.as_user(
-            lambda uid: service.renew_prefix(
-                uid, prefix, parse_body(m.DurationRequest, body, duration=True).duration_hours
+        return json_response(
+            await caller.as_user(
+                lambda uid: service.renew_prefix(
+                    uid, prefix, parse_body(m.DurationRequest, body, duration=True).duration_hours
+                )
             )
         )
 
     @app.delete("/api/user/prefix/{prefix:path}", status_code=204, tags=["user"])
     async def user_release(caller: UserCaller, prefix: str) -> Response:
         """Release an active lease now (the prefix is then quarantined)."""
-        await caller.as_user(lambda uid: service.release_prefix(uid, prefix))
+        await caller.by_token(lambda token: service.release_prefix_by_token(token, prefix))
         return Response(status_code=204)
 
     @app.get("/api/user/leases", response_model=m.LeaseList, tags=["user"])
-    async def user_leases(caller: UserCaller, history: str | None = None) -> m.LeaseList:
+    async def user_leases(caller: UserCaller, history: str | None = None) -> Response:
         """Active leases; with ``?history=true`` also expired and released ones."""
-        return await caller.as_user(lambda uid: service.list_leases(uid, parse_bool("history", history)))
+        return json_response(
+            await caller.as_user(lambda uid: service.list_leases(uid, parse_bool("history", history)))
+        )
 
     @app.post("/api/user/tunnel", response_model=m.TunnelInfo, tags=["overlay"])
     async def tunnel_register(caller: UserCaller, request: Request) -> m.TunnelInfo:
@@ -488,6 +527,8 @@ def create_app(config: GatewayConfig, db: Database, clock: Clock | None = None) 
         return {"stored": stored}
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Outermost: bound every request body before any endpoint (or authentication) reads it.
+    app.add_middleware(BodySizeLimit)
     return app
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import gc
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
@@ -61,6 +64,61 @@ def _open_service(cfg: GatewayConfig, *, require_schema: bool = True) -> Gateway
     return GatewayService(db, cfg)
 
 
+def _server_stack() -> str:
+    """The HTTP parser and event loop uvicorn's "auto" picks: httptools and uvloop when importable
+    (cheaper per request than the pure-Python h11 parser and the asyncio loop), else h11 and asyncio."""
+    import importlib
+
+    def importable(name: str) -> bool:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return False
+        return True
+
+    http = "httptools" if importable("httptools") else "h11"
+    loop = "uvloop" if importable("uvloop") else "asyncio"
+    return f"http {http}, loop {loop}"
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class DatabaseUnreachableError(PeerlabError):
+    """The database server could not be reached or refused the connection."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+def database_errors(func: Callable[P, T]) -> Callable[P, T]:
+    """Turn database and file errors into clear CLI errors (inside ``handle_errors``), never a traceback.
+
+    A server that cannot be reached is exit 7; a path that cannot be opened or a URL the driver rejects is
+    exit 2. The driver's first line says where it failed (host and port, never the password).
+    """
+    from sqlalchemy.exc import ArgumentError, DatabaseError, InterfaceError, OperationalError
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return func(*args, **kwargs)
+        except PeerlabError:
+            raise
+        except (OperationalError, InterfaceError) as exc:
+            reason = _first_line(exc.orig or exc)
+            raise DatabaseUnreachableError(f"cannot use the database: {reason}") from exc
+        except (DatabaseError, ArgumentError, OSError, TypeError, ValueError) as exc:
+            raise InputError(f"cannot open the database: {_first_line(exc)}") from exc
+
+    return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def _safe_url(db: Database) -> str:
     from sqlalchemy.engine import make_url
 
@@ -91,6 +149,7 @@ def gateway() -> None:
 )
 @json_option
 @handle_errors
+@database_errors
 def init(db: str | None, config_file: Path | None, rotate_admin_token: bool, as_json: bool) -> None:
     """Create or migrate the schema and print the admin token (once)."""
     cfg = _config(config_file, db=db)
@@ -163,6 +222,7 @@ def init(db: str | None, config_file: Path | None, rotate_admin_token: bool, as_
 )
 @click.option("--access-log/--no-access-log", default=False, help="Log every request (default off).")
 @handle_errors
+@database_errors
 def serve(config_file: Path | None, port_file: Path | None, access_log: bool, **options: Any) -> None:
     """Run the gateway (uvicorn, one worker)."""
     import uvicorn
@@ -173,6 +233,7 @@ def serve(config_file: Path | None, port_file: Path | None, access_log: bool, **
     cfg = _config(config_file, **options)
     service = _open_service(cfg)
     service.check_pools()
+    service.prepare_slots()
     clock: Clock = SystemClock()
     if cfg.clock_file is not None:
         logger.warning("clock offset file %s is in use: time may be shifted (testing aid)", cfg.clock_file)
@@ -192,7 +253,7 @@ def serve(config_file: Path | None, port_file: Path | None, access_log: bool, **
     host = f"[{cfg.listen_host}]" if family == socket.AF_INET6 else cfg.listen_host
     click.echo(
         f"gateway listening on http://{host}:{port} (db {_safe_url(service.db)}, "
-        f"{cfg.pool_capacity()} /{cfg.lease_length} prefixes)",
+        f"{cfg.pool_capacity()} /{cfg.lease_length} prefixes, {_server_stack()})",
         err=True,
     )
     if port_file is not None:
@@ -211,6 +272,10 @@ def serve(config_file: Path | None, port_file: Path | None, access_log: bool, **
             backlog=2048,
         )
     )
+    # Everything loaded so far (modules, the app, SQLAlchemy's metadata) lives as long as the process: keep
+    # it out of the garbage collector's full passes, each of which pauses every request in flight.
+    gc.collect()
+    gc.freeze()
     try:
         server.run(sockets=[sock])
     finally:
@@ -232,6 +297,7 @@ def user() -> None:
 )
 @json_option
 @handle_errors
+@database_errors
 def user_add(
     name: str, db: str | None, config_file: Path | None, max_leases: int | None, as_json: bool
 ) -> None:
@@ -259,6 +325,7 @@ def user_add(
 @config_option
 @json_option
 @handle_errors
+@database_errors
 def user_list(db: str | None, config_file: Path | None, as_json: bool) -> None:
     """List users."""
     service = _open_service(_config(config_file, db=db))
@@ -292,6 +359,7 @@ def token() -> None:
 @config_option
 @json_option
 @handle_errors
+@database_errors
 def token_add(
     name: str, scopes: tuple[str, ...], db: str | None, config_file: Path | None, as_json: bool
 ) -> None:

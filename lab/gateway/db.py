@@ -1,16 +1,21 @@
 """Database schema and engine set-up for SQLite (WAL, serialized writes) and PostgreSQL.
 
 The invariant "no prefix is held by two leases at once" is enforced by the database: each prefix has at
-most one row in ``prefix_slots`` (its primary key), and a slot is taken over only by a compare-and-set
-``UPDATE ... WHERE available_at <= now``. ``available_at`` is the end of the holding lease plus the
-quarantine, so a released or expired prefix cannot be handed out again before its quarantine ends.
-Locks (BEGIN IMMEDIATE on SQLite, an advisory transaction lock on PostgreSQL) only keep contention cheap.
+most one row in ``prefix_slots`` (its primary key), and a slot is taken over only while it is available
+(``available_at <= now``), re-checked on the row itself. ``available_at`` is the end of the holding lease
+plus the quarantine, so a released or expired prefix cannot be handed out again before its quarantine ends.
+
+SQLite has one writer at a time anyway: writes are serialized (BEGIN IMMEDIATE behind a FIFO lock) and kept
+short. PostgreSQL allocates without a global lock: the user's row lock serializes one user's requests (lease
+limit), ``FOR UPDATE SKIP LOCKED`` lets concurrent requests claim different slots, and an advisory
+transaction lock serializes only the rare operations that need it (ASNs, adding never-used slots, admin).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +27,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Connection,
     DateTime,
     Dialect,
     Engine,
@@ -36,6 +42,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -45,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 # Arbitrary constant naming the PostgreSQL advisory lock that serializes allocations.
 PG_ALLOCATION_LOCK = 0x5045_4552  # "PEER"
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 
 
 class FairLock:
@@ -209,6 +217,9 @@ def normalize_url(url: str) -> str:
             parsed = parsed.set(drivername="postgresql+psycopg")
         return parsed.render_as_string(hide_password=False)
     if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            # Each connection would get its own empty database: the schema and the leases would vanish.
+            raise ConfigError(f"db: {url!r} is an in-memory database; use sqlite:///PATH (a file)")
         return url
     raise ConfigError(f"db: unsupported database {backend!r}; use sqlite:///PATH or postgresql://...")
 
@@ -219,10 +230,12 @@ class Database:
     ``write()`` opens a serialized write transaction: a process-wide FIFO lock, then on SQLite BEGIN IMMEDIATE
     (so writers never deadlock on lock upgrades), on PostgreSQL an advisory transaction lock (which also
     serializes against other processes, e.g. ``gateway user add`` while the service runs).
-    ``read()`` opens a plain transaction (concurrent with writers under WAL / MVCC).
+    ``read()`` opens a plain transaction (concurrent with writers under WAL / MVCC). The ``*_conn()`` variants
+    give Core connections for the hot paths (no ORM session); ``transaction()`` and ``autocommit_conn()`` are
+    unserialized and meant for PostgreSQL statements that rely on row locks.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 40) -> None:
         self.url = normalize_url(url)
         self.backend = make_url(self.url).get_backend_name()
         # Serializes this process's writers in arrival order; the database lock below covers other processes.
@@ -230,9 +243,12 @@ class Database:
         if self.backend == "sqlite":
             self.engine = _sqlite_engine(self.url)
         else:
-            self.engine = create_engine(
-                self.url, pool_size=pool_size, max_overflow=40, pool_timeout=60, pool_pre_ping=True
-            )
+            self.engine = _postgres_engine(self.url, pool_size)
+        # Single-statement reads need no transaction: on PostgreSQL that saves the BEGIN and COMMIT round
+        # trips (each statement still sees one consistent snapshot, as under READ COMMITTED).
+        self._autocommit = (
+            self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -244,6 +260,45 @@ class Database:
         """A read transaction."""
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
+
+    @contextmanager
+    def read_conn(self) -> Iterator[Connection]:
+        """A Core connection for reads (the hot paths: no ORM session, no identity map).
+
+        On SQLite the reads share one transaction; on PostgreSQL each statement is its own (autocommit).
+        """
+        if self.is_sqlite:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        else:
+            with self.autocommit_conn() as conn:
+                yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """An unserialized transaction on a Core connection (PostgreSQL allocations rely on row locks)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def autocommit_conn(self) -> Iterator[Connection]:
+        """PostgreSQL only: a connection on which every statement is its own transaction."""
+        if self.is_sqlite:
+            raise RuntimeError("autocommit_conn is for PostgreSQL; SQLite writes go through write_conn()")
+        with self._autocommit.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def write_conn(self) -> Iterator[Connection]:
+        """Like :meth:`write` on a Core connection: same lock order, same atomicity, far less Python."""
+        with self._write_lock:
+            if self.is_sqlite:
+                with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+                    yield conn
+            else:
+                with self.engine.connect() as conn, conn.begin():
+                    conn.execute(_PG_LOCK, {"k": PG_ALLOCATION_LOCK})
+                    yield conn
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -262,12 +317,43 @@ class Database:
                 Session(self.engine, expire_on_commit=False) as session,
                 session.begin(),
             ):
-                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_ALLOCATION_LOCK})
+                session.execute(_PG_LOCK, {"k": PG_ALLOCATION_LOCK})
                 yield session
 
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+# A pooled PostgreSQL connection idle for longer than this is pinged before use (a restarted server or a
+# dropped connection is then replaced instead of failing a request). Busy connections skip the round trip.
+PG_PING_AFTER_IDLE = 10.0
+
+
+def _postgres_engine(url: str, pool_size: int) -> Engine:
+    # Keep as many connections as the server has worker threads (anyio's default is 40): with a smaller pool,
+    # connections above it are closed on return and reopened moments later, and each reopening forks a
+    # PostgreSQL backend (measured: about a third of the throughput lost at 200 clients).
+    engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_timeout=60)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PG_PING_AFTER_IDLE:
+            return
+        try:
+            dbapi_conn.execute("SELECT 1")
+            if not dbapi_conn.autocommit:
+                dbapi_conn.rollback()
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another one.
+            raise DisconnectionError(f"stale PostgreSQL connection: {exc}") from exc
+
+    return engine
 
 
 def _sqlite_engine(url: str) -> Engine:
