@@ -41,8 +41,9 @@ def _first(sample: Any, fmt: int) -> dict[str, Any] | None:
     return None
 
 
-def _flow_row(d: Any, index: int, k: int, s: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
+def _sample_row(d: Any, index: int, k: int, s: Any) -> dict[str, Any]:
+    """The columns every flow and counter row starts with."""
+    return {
         "datagram": index,
         "sample_index": k,
         "datagram_sequence": d.sequence_number,
@@ -51,6 +52,12 @@ def _flow_row(d: Any, index: int, k: int, s: Any) -> dict[str, Any]:
         "sequence": s.sequence_number,
         "source_id_type": s.source_id_type,
         "source_id_index": s.source_id_index,
+    }
+
+
+def _flow_row(d: Any, index: int, k: int, s: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        **_sample_row(d, index, k, s),
         "sampling_rate": s.sampling_rate,
         "sample_pool": s.sample_pool,
         "drops": s.drops,
@@ -125,16 +132,7 @@ def _flow_row(d: Any, index: int, k: int, s: Any) -> dict[str, Any]:
 
 
 def _counter_row(d: Any, index: int, k: int, s: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "datagram": index,
-        "sample_index": k,
-        "datagram_sequence": d.sequence_number,
-        "sub_agent": d.sub_agent_id,
-        "sample_format": s.format,
-        "sequence": s.sequence_number,
-        "source_id_type": s.source_id_type,
-        "source_id_index": s.source_id_index,
-    }
+    row: dict[str, Any] = _sample_row(d, index, k, s)
     for fmt, flag, fields in ((1, "has_generic", GENERIC_FIELDS), (2, "has_ethernet", ETHERNET_FIELDS)):
         f = next(
             (

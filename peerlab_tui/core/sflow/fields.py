@@ -16,7 +16,7 @@ import struct
 import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from peerlab_tui.core.errors import InputError
 from peerlab_tui.core.sflow.model import Interface
@@ -413,48 +413,46 @@ class Mac(FixedOpaque):
         return "mac (opaque[6] + 2 pad)"
 
 
-class IPv4(FixedOpaque):
+class _IPAddress(FixedOpaque):
+    """A fixed-size IP address; the value is its text form. Subclasses name the address family."""
+
+    address: ClassVar[type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]]
+    spec_type: ClassVar[str]
+    octets: ClassVar[int]
+
+    def __init__(self, spec_name: str, doc: str = "", **kw: Any) -> None:
+        super().__init__(spec_name, self.octets, doc, **kw)
+
+    def from_bytes(self, raw: bytes) -> Any:
+        return str(self.address(bytes(raw)))
+
+    def to_bytes(self, value: Any) -> bytes:
+        try:
+            return self.address(value).packed
+        except ValueError as exc:
+            raise EncodeError(f"{self.name}: bad {self.address.__name__[:4]} address {value!r}") from exc
+
+    def to_json(self, value: Any) -> Any:
+        return value
+
+    def describe(self) -> str:
+        return f"{self.spec_type} ({self.length} bytes)"
+
+
+class IPv4(_IPAddress):
     """``ip_v4`` = 4 bytes; the value is the dotted string."""
 
-    def __init__(self, spec_name: str, doc: str = "", **kw: Any) -> None:
-        super().__init__(spec_name, 4, doc, **kw)
-
-    def from_bytes(self, raw: bytes) -> Any:
-        return str(ipaddress.IPv4Address(bytes(raw)))
-
-    def to_bytes(self, value: Any) -> bytes:
-        try:
-            return ipaddress.IPv4Address(value).packed
-        except ValueError as exc:
-            raise EncodeError(f"{self.name}: bad IPv4 address {value!r}") from exc
-
-    def to_json(self, value: Any) -> Any:
-        return value
-
-    def describe(self) -> str:
-        return "ip_v4 (4 bytes)"
+    address = ipaddress.IPv4Address
+    spec_type = "ip_v4"
+    octets = 4
 
 
-class IPv6(FixedOpaque):
+class IPv6(_IPAddress):
     """``ip_v6`` = 16 bytes; the value is the compressed string."""
 
-    def __init__(self, spec_name: str, doc: str = "", **kw: Any) -> None:
-        super().__init__(spec_name, 16, doc, **kw)
-
-    def from_bytes(self, raw: bytes) -> Any:
-        return str(ipaddress.IPv6Address(bytes(raw)))
-
-    def to_bytes(self, value: Any) -> bytes:
-        try:
-            return ipaddress.IPv6Address(value).packed
-        except ValueError as exc:
-            raise EncodeError(f"{self.name}: bad IPv6 address {value!r}") from exc
-
-    def to_json(self, value: Any) -> Any:
-        return value
-
-    def describe(self) -> str:
-        return "ip_v6 (16 bytes)"
+    address = ipaddress.IPv6Address
+    spec_type = "ip_v6"
+    octets = 16
 
 
 class UUID(FixedOpaque):
