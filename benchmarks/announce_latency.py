@@ -90,7 +90,7 @@ async def bench(rounds: int) -> None:
         for ns in (rs_ns, sp_ns):
             netns.create_netns(ns)
         netns.create_veth(f"bva{tag}", f"bvb{tag}", netns_a=rs_ns, netns_b=sp_ns)
-        p = f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}:1"
+        p = f"fd{secrets.randbelow(256):02x}:{secrets.randbelow(65535) + 1:x}:1"  # canonical text
         netns.add_address(f"bva{tag}", f"{p}::1/64", netns=rs_ns)
         netns.add_address(f"bvb{tag}", f"{p}::2/64", netns=sp_ns)
         (work / "bird.conf").write_text(BIRD_CONF.format(p=p, asn=ASN))

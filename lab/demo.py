@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import click
 import httpx
 
+from lab.topology.procs import is_running
 from peerlab_tui._cli.common import emit_json, handle_errors, json_option, run_async
 from peerlab_tui.core.errors import ExternalProgramError, GatewayError, InputError, PeerlabError
 
@@ -466,16 +467,16 @@ class SliceDemo:
                     with contextlib.suppress(OSError):
                         os.kill(int(pid), sig)
                     deadline = time.monotonic() + 15
-                    while _alive(int(pid)) and time.monotonic() < deadline:
+                    while is_running(int(pid)) and time.monotonic() < deadline:
                         time.sleep(0.05)
-                    if not _alive(int(pid)):
+                    if not is_running(int(pid)):
                         break
 
     def _leftovers(self) -> list[str]:
         """What clean-up should have removed but is still there: the daemon, the tunnel interfaces."""
         left: list[str] = []
         pid = self.summary.get("daemon_pid")
-        if pid is not None and _alive(int(pid)):
+        if pid is not None and is_running(int(pid)):
             left.append(f"the BGP daemon (pid {pid}) still runs")
         wg = Path("/var/run/wireguard")
         for ifname in (self.summary.get("tunnel") or {}).values():
@@ -519,15 +520,6 @@ class SliceDemo:
             "Tear down:  peerlab-tui bgp down && peerlab-tui tunnel down && peerlab-tui lab down " + lab_args
             + f" && rm -rf {self.workdir}",
         ])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def full_demo(hours: int, keep: bool, as_json: bool) -> None:

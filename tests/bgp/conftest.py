@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from lab.topology.procs import is_running
 from peerlab_tui.core import netns
 from peerlab_tui.core.bgp import NeighborConfig, SessionState, Speaker, SpeakerConfig
 from peerlab_tui.core.models import Lease
@@ -203,7 +204,9 @@ def bgp_lab() -> Iterator[BgpLab]:
         sp_ns = factory.create("sp")
         if_rs, if_sp = factory.unique("vr"), factory.unique("vs")
         netns.create_veth(if_rs, if_sp, netns_a=rs_ns, netns_b=sp_ns)
-        prefix = f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}:{secrets.token_hex(2)}"
+        # Canonical text (no leading zeros, no zero groups) as BIRD and ExaBGP print it: tests compare them.
+        g1, g2 = secrets.randbelow(65535) + 1, secrets.randbelow(65535) + 1
+        prefix = f"fd{secrets.randbelow(256):02x}:{g1:x}:{g2:x}"
         netns.add_address(if_rs, f"{prefix}::1/64", netns=rs_ns)
         netns.add_address(if_rs, f"{prefix}::11/64", netns=rs_ns)
         netns.add_address(if_sp, f"{prefix}::2/64", netns=sp_ns)
@@ -255,15 +258,6 @@ async def make_speaker(bgp_lab: BgpLab, tmp_path: Path) -> AsyncIterator[Speaker
                "BIRD to drop the stopped speaker's routes")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 async def stop_speakers(speakers: list[Speaker]) -> None:
     """Stop the speakers; an ExaBGP that survives its speaker's stop is killed by its recorded PID, and the
     test fails (nothing of ours may be left running)."""
@@ -271,7 +265,7 @@ async def stop_speakers(speakers: list[Speaker]) -> None:
     for speaker in speakers:
         with contextlib.suppress(Exception):
             await speaker.stop()
-    leaked = [pid for pid in pids if _alive(pid)]
+    leaked = [pid for pid in pids if is_running(pid)]
     for pid in leaked:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)  # ExaBGP leads its own session: its relay goes with it

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import pytest
 
 from lab.bird import BirdControl, BirdError, ProtocolStatus
+from lab.topology.procs import is_running as alive
 from tests.lab.conftest import REPO, LabRun, lab_requirements, new_lab
 from tests.support.requirements import require_binary
 
@@ -194,16 +195,6 @@ def _recorded_pid(state_dir: Path) -> int | None:
         return int((state_dir / "bgp" / "daemon.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def kill_pids(pids: set[int]) -> list[int]:

@@ -16,6 +16,7 @@ from peerlab_tui.core.sflow import (
     flow_sample,
     sampled_header,
 )
+from peerlab_tui.core.sflow.model import SAMPLE_HEADER_ATTRS
 from peerlab_tui.core.sflow.structures import Key, Structure
 
 RECORD_KEYS = sorted(k for k in STRUCTURES if k[0] != "sample")
@@ -38,16 +39,7 @@ def random_record(key: Key, rnd: random.Random) -> Record:
 def _sample_from_values(structure: Structure, values: dict[str, object]) -> Sample:
     sample = Sample(structure.enterprise, structure.format, structure.name)
     for name, value in values.items():
-        if name in (
-            "sequence_number",
-            "sampling_rate",
-            "sample_pool",
-            "drops",
-            "input",
-            "output",
-            "source_id_type",
-            "source_id_index",
-        ):
+        if name in SAMPLE_HEADER_ATTRS:
             setattr(sample, name, value)
         elif name == "source_id":
             sample.source_id_type, sample.source_id_index = value  # type: ignore[misc]

@@ -17,7 +17,7 @@ from typing import Any
 
 from peerlab_tui.core.sflow.fields import Address, DecodeError, Nested, padding_notes
 from peerlab_tui.core.sflow.headers import decode_header
-from peerlab_tui.core.sflow.model import Datagram, DecodeIssue, Record, Sample
+from peerlab_tui.core.sflow.model import SAMPLE_HEADER_ATTRS, Datagram, DecodeIssue, Record, Sample
 from peerlab_tui.core.sflow.structures import DROP_REASONS, STRUCTURES, structure_name
 
 log = logging.getLogger(__name__)
@@ -29,17 +29,7 @@ _MAX_NESTING = 6  # pdus in pdus, Foundry wrapper in wrapper: deeper input is re
 _decode_headers: ContextVar[bool] = ContextVar("sflow_decode_headers", default=True)
 _depth: ContextVar[int] = ContextVar("sflow_depth", default=0)
 _AGENT = Address("agent_address")
-_SAMPLE_HEADER_ATTRS = (
-    "sequence_number",
-    "sampling_rate",
-    "sample_pool",
-    "drops",
-    "input",
-    "output",
-    "source_id_type",
-    "source_id_index",
-)
-_SAMPLE_HEADER_SET = frozenset(_SAMPLE_HEADER_ATTRS)
+_SAMPLE_HEADER_SET = frozenset(SAMPLE_HEADER_ATTRS)
 _RECORD_LISTS = frozenset(("flow_records", "counters", "discard_records"))
 
 

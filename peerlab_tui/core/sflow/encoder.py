@@ -12,7 +12,7 @@ import struct
 from typing import Any
 
 from peerlab_tui.core.sflow.fields import EncodeError, Nested, encode_address
-from peerlab_tui.core.sflow.model import Datagram, Interface, Record, Sample
+from peerlab_tui.core.sflow.model import SAMPLE_HEADER_ATTRS, Datagram, Interface, Record, Sample
 from peerlab_tui.core.sflow.structures import BY_NAME, STRUCTURES, structure_name
 
 _II = struct.Struct(">II")
@@ -52,17 +52,7 @@ def _encode_records(records: Any, out: bytearray) -> None:
 
 def _sample_values(sample: Sample) -> dict[str, Any]:
     values: dict[str, Any] = dict(sample.fields)
-    for name in (
-        "sequence_number",
-        "sampling_rate",
-        "sample_pool",
-        "drops",
-        "input",
-        "output",
-        "source_id_type",
-        "source_id_index",
-        "reason",
-    ):
+    for name in (*SAMPLE_HEADER_ATTRS, "reason"):
         value = getattr(sample, name)
         if value is not None:
             values[name] = value

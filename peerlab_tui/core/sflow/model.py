@@ -113,6 +113,19 @@ class Record:
         return f"{self.enterprise}:{self.format}"
 
 
+# The fixed header fields every sample type may carry (the attributes of Sample below, not record fields).
+SAMPLE_HEADER_ATTRS = (
+    "sequence_number",
+    "sampling_rate",
+    "sample_pool",
+    "drops",
+    "input",
+    "output",
+    "source_id_type",
+    "source_id_index",
+)
+
+
 @dataclass(slots=True)
 class Sample:
     """One sample of a datagram.
