@@ -64,6 +64,22 @@ def _open_service(cfg: GatewayConfig, *, require_schema: bool = True) -> Gateway
     return GatewayService(db, cfg)
 
 
+def _with_service(config_file: Path | None, db: str | None, call: Callable[[GatewayService], T],
+                  *, invalid: str = "invalid input") -> T:
+    """Open the database, make one service call, and close it again; service errors become CLI errors."""
+    from pydantic import ValidationError
+
+    service = _open_service(_config(config_file, db=db))
+    try:
+        return call(service)
+    except ValidationError as exc:
+        raise InputError(invalid) from exc
+    except ApiError as exc:
+        raise _translate(exc) from exc
+    finally:
+        service.db.dispose()
+
+
 def _server_stack() -> str:
     """The HTTP parser and event loop uvicorn's "auto" picks: httptools and uvloop when importable
     (cheaper per request than the pure-Python h11 parser and the asyncio loop), else h11 and asyncio."""
@@ -302,17 +318,10 @@ def user_add(
     name: str, db: str | None, config_file: Path | None, max_leases: int | None, as_json: bool
 ) -> None:
     """Create a user and print its token (shown once)."""
-    from pydantic import ValidationError
-
-    service = _open_service(_config(config_file, db=db))
-    try:
-        created = service.create_user(name, max_leases)
-    except ValidationError as exc:
-        raise InputError(f"user name {name!r} is invalid: use letters, digits, '.', '_' or '-'") from exc
-    except ApiError as exc:
-        raise _translate(exc) from exc
-    finally:
-        service.db.dispose()
+    created = _with_service(
+        config_file, db, lambda service: service.create_user(name, max_leases),
+        invalid=f"user name {name!r} is invalid: use letters, digits, '.', '_' or '-'",
+    )
     if as_json:
         emit_json(created)
     else:
@@ -328,11 +337,7 @@ def user_add(
 @database_errors
 def user_list(db: str | None, config_file: Path | None, as_json: bool) -> None:
     """List users."""
-    service = _open_service(_config(config_file, db=db))
-    try:
-        users = service.list_users()
-    finally:
-        service.db.dispose()
+    users = _with_service(config_file, db, lambda service: service.list_users())
     if as_json:
         emit_json(users)
         return
@@ -364,17 +369,10 @@ def token_add(
     name: str, scopes: tuple[str, ...], db: str | None, config_file: Path | None, as_json: bool
 ) -> None:
     """Create a service token and print it (shown once)."""
-    from pydantic import ValidationError
-
-    service = _open_service(_config(config_file, db=db))
-    try:
-        created = service.create_service_token(name, list(scopes))
-    except ValidationError as exc:
-        raise InputError(f"service token name {name!r} is invalid") from exc
-    except ApiError as exc:
-        raise _translate(exc) from exc
-    finally:
-        service.db.dispose()
+    created = _with_service(
+        config_file, db, lambda service: service.create_service_token(name, list(scopes)),
+        invalid=f"service token name {name!r} is invalid",
+    )
     if as_json:
         emit_json(created)
     else:
